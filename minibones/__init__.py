@@ -1,0 +1,25 @@
+"""minibones: vision backbones built from scratch, each proven against its reference.
+
+    >>> import minibones
+    >>> model = minibones.create_model("resnet50")
+    >>> [info.stride for info in model.feature_info]
+    [2, 4, 8, 16, 32]
+"""
+
+from minibones.backbone import Backbone, ModelConfig, StageInfo, count_parameters
+from minibones.porting import WeightLoadError, load_reference_weights
+from minibones.registry import create_model, list_models, register_model
+from minibones import models  # noqa: F401  (registers every family)
+
+__all__ = [
+    "Backbone",
+    "ModelConfig",
+    "StageInfo",
+    "WeightLoadError",
+    "count_parameters",
+    "create_model",
+    "list_models",
+    "load_reference_weights",
+    "register_model",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,122 @@
+"""The contract every minibones model keeps, written once.
+
+A backbone turns an image into a pyramid of feature maps (one per *stage*, each
+at a known stride and width), and a *head* turns the last map into logits.
+Necks (FPN) read the pyramid through ``forward_stages`` and ``feature_info``;
+classification reads ``forward``. Families subclass :class:`Backbone` and write
+their own ``forward_stages`` top to bottom, so the data flow stays on one screen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What a model expects and what it is checked against.
+
+    ``reference`` names the constructor whose weights this model reproduces
+    (``"torchvision.models.resnet50"``); ``reference_kwargs`` are passed to it.
+    """
+
+    name: str
+    reference: str
+    paper: str
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    reference_kwargs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StageInfo:
+    """One level of the feature pyramid: its name, width, stride, and the module producing it."""
+
+    name: str
+    channels: int
+    stride: int
+    module: str
+
+
+class Backbone(nn.Module):
+    """Base class: subclasses set ``config``, ``feature_info``, ``num_features``, ``head``
+    and ``name_map``, and implement ``forward_stages``.
+
+    ``head`` is the classifier; its last layer is called ``fc`` so that
+    :meth:`reset_classifier` works the same for every family.
+    ``name_map`` is the family's explicit table from the reference checkpoint's
+    parameter names to ours (see :mod:`minibones.porting`).
+    """
+
+    config: ModelConfig
+    feature_info: list[StageInfo]
+    name_map: list[tuple[str, str | None]] = []
+    num_features: int  # width of the vector the classifier reads
+    in_chans: int = 3
+
+    def check_input(self, x: Tensor) -> None:
+        """Fail early, with a message a learner can act on, instead of deep inside a conv."""
+        if not isinstance(x, Tensor) or x.ndim != 4:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(
+                f"{self.config.name} expects a batch of images shaped (B, {self.in_chans}, H, W), got {shape}; "
+                "add a batch dimension with x.unsqueeze(0)."
+            )
+        if x.shape[1] != self.in_chans:
+            raise ValueError(
+                f"{self.config.name} expects {self.in_chans} channels (RGB), got {x.shape[1]} in an input of shape "
+                f"{tuple(x.shape)}; convert grayscale with x.expand(-1, 3, -1, -1) or images with .convert('RGB')."
+            )
+
+    def forward_stages(self, x: Tensor) -> list[Tensor]:
+        """One feature map per stage, finest first, as described by ``feature_info``."""
+        raise NotImplementedError
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The last feature map, before pooling and the classifier."""
+        return self.forward_stages(x)[-1]
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        return self.head(features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    @property
+    def num_classes(self) -> int:
+        fc = self.head.fc
+        return fc.out_features if isinstance(fc, nn.Linear) else 0
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the last layer by a fresh one with ``num_classes`` outputs (0: no classifier).
+
+        This is the first step of transfer learning: keep the backbone, learn a new head.
+        """
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+        like = next(self.parameters())
+        if num_classes:
+            self.head.fc = nn.Linear(self.num_features, num_classes, device=like.device, dtype=like.dtype)
+        else:
+            self.head.fc = nn.Identity()
+
+    def stage_names(self) -> list[str]:
+        return [info.name for info in self.feature_info]
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def output_shapes(model: Backbone, input_size: tuple[int, int, int] | None = None) -> list[tuple[int, ...]]:
+    """Shapes of every stage for one input of ``input_size`` (default: the model's own)."""
+    size = input_size or model.config.input_size
+    return [tuple(f.shape) for f in model.forward_stages(torch.zeros(1, *size))]
