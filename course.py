@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Set up minibones in a project-local virtual environment, then open the course or test it.
+
+    python3 course.py lab     # set up, then open JupyterLab at the first notebook
+    python3 course.py test    # set up, then run the unit tests and every notebook (pytest --nbval)
+
+Only the standard library is used here, so this works on a machine with nothing
+but Python 3.11 and pip. Setting up is idempotent: the environment in ``.venv``
+is (re)installed only when ``pyproject.toml`` changed since the last install.
+Extra arguments are passed on (``python3 course.py test -k resnet``,
+``python3 course.py lab --no-browser --port 8890``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
+STAMP = VENV / ".minibones-installed"
+FIRST_NOTEBOOK = "notebooks/00_what_a_backbone_is.ipynb"
+TEST_COMMAND = [
+    "-m", "pytest", "--nbval", "--nbval-current-env",
+    "--nbval-sanitize-with", "notebooks/sanitize.cfg", "tests", "notebooks",
+]
+
+
+def fingerprint() -> str:
+    """What the installed environment depends on: the pinned requirements."""
+    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+
+
+def setup() -> None:
+    if sys.version_info < (3, 11):
+        sys.exit(f"minibones needs Python 3.11 or newer; this is {sys.version.split()[0]}. Run it with python3.11.")
+    if not PYTHON.exists():
+        print(f"creating the virtual environment {VENV.relative_to(ROOT)}/", flush=True)
+        venv.create(VENV, with_pip=True)
+    if STAMP.exists() and STAMP.read_text().strip() == fingerprint():
+        return
+    print("installing minibones and its pinned dependencies into .venv (a few minutes, once)", flush=True)
+    subprocess.run([str(PYTHON), "-m", "pip", "install", "--quiet", "-e", ".[course,test]"], cwd=ROOT, check=True)
+    STAMP.write_text(fingerprint())
+
+
+def run(args: list[str]) -> int:
+    return subprocess.run([str(PYTHON), *args], cwd=ROOT).returncode
+
+
+def main(argv: list[str]) -> int:
+    commands = {"setup": [], "lab": ["-m", "jupyter", "lab", FIRST_NOTEBOOK], "test": TEST_COMMAND}
+    if not argv or argv[0] not in commands:
+        print(__doc__.strip())
+        return 2
+    setup()
+    if argv[0] == "setup":
+        return 0
+    return run(commands[argv[0]] + argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

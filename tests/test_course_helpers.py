@@ -1,0 +1,45 @@
+"""The regime switch and the exercise checkers the notebooks rely on."""
+
+import pytest
+import torch
+
+from minibones.exercises import check_parameter_count, check_receptive_field, check_stage_shape
+from minibones.regime import choose_regime
+
+
+def test_regime_defaults_to_quick_without_cuda_and_can_be_overridden(monkeypatch, capsys):
+    monkeypatch.delenv("MINIBONES_REGIME", raising=False)
+    regime = choose_regime(quick={"epochs": 2}, full={"epochs": 30})
+    expected = "full" if torch.cuda.is_available() else "quick"
+    assert regime.name == expected and regime.epochs == (30 if expected == "full" else 2)
+    assert f"regime: {expected}" in capsys.readouterr().out
+    monkeypatch.setenv("MINIBONES_REGIME", "full")
+    assert choose_regime(quick={"epochs": 2}, full={"epochs": 30}, verbose=False).epochs == 30
+
+
+def test_a_bad_regime_name_is_refused(monkeypatch):
+    monkeypatch.setenv("MINIBONES_REGIME", "fast")
+    with pytest.raises(ValueError, match="must be 'quick' or 'full'"):
+        choose_regime()
+
+
+def test_a_missing_setting_names_the_ones_there_are(monkeypatch):
+    monkeypatch.setenv("MINIBONES_REGIME", "quick")
+    with pytest.raises(AttributeError, match=r"no setting 'epochs'; it has \['data'\]"):
+        choose_regime(quick={"data": "embedded"}, verbose=False).epochs
+
+
+def test_checkers_accept_the_right_answer_and_hint_at_the_wrong_one(capsys):
+    check_stage_shape((1024, 20, 30), "resnet50", "conv4_x", (320, 480))
+    check_parameter_count(513_000, "resnet18", "head")
+    check_receptive_field(27, [(7, 2), (3, 2), (3, 1), (3, 1)])
+    assert capsys.readouterr().out.splitlines() == ["correct"] * 3
+    check_stage_shape((1024, 21, 30), "resnet50", "conv4_x", (320, 480))
+    check_stage_shape((512, 20, 30), "resnet50", "conv4_x", (320, 480))
+    check_receptive_field(19, [(7, 2), (3, 2), (3, 1), (3, 1)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("not yet: conv4_x sits at stride 16")
+    assert lines[1] == "not yet: look at the channels in model.feature_info"
+    assert lines[2].startswith("not yet:")
+    with pytest.raises(ValueError, match="no stage 'conv6_x'"):
+        check_stage_shape((1, 1, 1), "resnet50", "conv6_x", (64, 64))
