@@ -62,6 +62,8 @@ def main(argv: list[str]) -> int:
     setup()
     if argv[0] == "setup":
         return 0
+    if argv[0] == "lab" and hasattr(os, "geteuid") and os.geteuid() == 0:
+        commands["lab"].append("--allow-root")  # containers often run as root; Jupyter refuses without this
     return run(commands[argv[0]] + argv[1:])
 
 
