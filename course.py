@@ -51,7 +51,9 @@ def setup() -> None:
 
 
 def run(args: list[str]) -> int:
-    return subprocess.run([str(PYTHON), *args], cwd=ROOT).returncode
+    # tools called by name from inside (nbgrader calls alembic) must come from .venv too
+    env = {**os.environ, "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")])}
+    return subprocess.run([str(PYTHON), *args], cwd=ROOT, env=env).returncode
 
 
 def main(argv: list[str]) -> int:
