@@ -3,6 +3,7 @@
 
     python3 course.py lab     # set up, then open JupyterLab at the first notebook
     python3 course.py test    # set up, then run the unit tests and every notebook (pytest --nbval)
+    python3 course.py assignments   # set up, then generate the students' versions of the assignments
 
 Only the standard library is used here, so this works on a machine with nothing
 but Python 3.11 and pip. Setting up is idempotent: the environment in ``.venv``
@@ -57,7 +58,12 @@ def run(args: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    commands = {"setup": [], "lab": ["-m", "jupyter", "lab", FIRST_NOTEBOOK], "test": TEST_COMMAND}
+    commands = {
+        "setup": [],
+        "lab": ["-m", "jupyter", "lab", FIRST_NOTEBOOK],
+        "test": TEST_COMMAND,
+        "assignments": ["-m", "minibones.classroom", "release"],
+    }
     if not argv or argv[0] not in commands:
         print(__doc__.strip())
         return 2
