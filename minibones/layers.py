@@ -66,3 +66,51 @@ class DropPath(nn.Module):
 
 def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
     return value if isinstance(value, tuple) else (value, value)
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round a channel count to the nearest multiple of ``divisor`` (8 suits SIMD lanes and tensor cores),
+    but never more than 10% below ``value``.
+
+    The rule of the MobileNet and EfficientNet reference code (TensorFlow's ``_make_divisible``), which
+    every width multiplier goes through: ``make_divisible(32 * 1.1) == 32``, ``make_divisible(320 * 1.1) == 352``.
+    """
+    min_value = divisor if min_value is None else min_value
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:  # rounding down must not lose more than 10% of the channels
+        rounded += divisor
+    return rounded
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation (Hu et al. 2018, section 3): reweight the channels by a gate computed
+    from the whole image.
+
+    *Squeeze*: global average pooling gives one number per channel (equation 2). *Excite*: a small
+    bottleneck MLP, written as 1x1 convs, maps these to one gate in (0, 1) per channel (equation 3),
+    and the input is scaled by it (equation 4). The families differ in three knobs, so they are
+    arguments here and each family passes its own:
+
+    * EfficientNet: ``squeeze_channels = block_input_channels // 4`` (of the block's *input*, not the
+      expanded width), ``act=nn.SiLU``, ``gate=nn.Sigmoid``;
+    * MobileNetV3: ``squeeze_channels = make_divisible(expanded_channels // 4, 8)``, ``act=nn.ReLU``,
+      ``gate=nn.Hardsigmoid`` (cheaper on phones).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        squeeze_channels: int,
+        act: type[nn.Module] = nn.ReLU,
+        gate: type[nn.Module] = nn.Sigmoid,
+    ):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.reduce = nn.Conv2d(channels, squeeze_channels, 1)  # W1 of equation 3
+        self.act = act()
+        self.expand = nn.Conv2d(squeeze_channels, channels, 1)  # W2 of equation 3
+        self.gate = gate()
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale = self.gate(self.expand(self.act(self.reduce(self.pool(x)))))  # (B, C, 1, 1)
+        return scale * x

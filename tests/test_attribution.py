@@ -15,6 +15,11 @@ import minibones
 
 ALL_MODELS = minibones.list_models()
 
+# ReLU-only networks where captum's DeepLift is still not exact: its max-pool rule does not
+# conserve the output difference when pooled and unpooled paths are added or concatenated
+# (Inception's pool branch, Xception's pooled residual branch). Measured: deltas up to ~100%.
+DEEPLIFT_NOT_EXACT = {"googlenet", "inception_v3", "xception"}
+
 
 def small_input(model) -> torch.Tensor:
     size = model.config.input_size[1] if getattr(model, "fixed_input_size", False) else 64
@@ -47,7 +52,8 @@ def test_deeplift_runs_and_reports_its_convergence_delta(model_and_input, record
     attributions, delta = DeepLift(model).attribute(x, target=3, return_convergence_delta=True)
     assert attributions.shape == x.shape and torch.isfinite(attributions).all()
     record_property("deeplift_convergence_delta", float(delta.abs().max()))
-    if all(isinstance(m, (torch.nn.ReLU, torch.nn.Identity)) or not _is_activation(m) for m in model.modules()):
+    relu_only = all(isinstance(m, torch.nn.ReLU) or not _is_activation(m) for m in model.modules())
+    if relu_only and model.config.name not in DEEPLIFT_NOT_EXACT:
         # only ReLU nonlinearities: DeepLift's rescale rule is exact (completeness)
         with torch.no_grad():
             out = model(x)[0, 3] - model(torch.zeros_like(x))[0, 3]

@@ -1,0 +1,397 @@
+"""EfficientNet (Tan & Le, ICML 2019) and EfficientNetV2 (Tan & Le, ICML 2021).
+
+A network can be made bigger three ways: deeper, wider, or fed larger images.
+Scaling any one of them alone saturates quickly (the paper's figure 3); scaling all
+three together, in fixed proportions, buys more accuracy per FLOP. That is
+*compound scaling* (section 3.3, equation 3): a single knob phi sets
+
+    depth  d = alpha ** phi,   width  w = beta ** phi,   resolution  r = gamma ** phi,
+    with alpha * beta**2 * gamma**2 ~= 2, so that each unit of phi about doubles the FLOPs.
+
+alpha = 1.2, beta = 1.1, gamma = 1.15 were found by a small grid search on the
+baseline EfficientNet-B0 at phi = 1; B0 itself came out of a neural architecture search.
+
+Read this file next to the papers:
+  * ``MBConv``      - the mobile inverted bottleneck of MobileNetV2 with squeeze-and-excitation:
+                      1x1 expand, depthwise kxk, SE, 1x1 linear projection (V1 section 4, figure 2 of V2);
+  * ``FusedMBConv`` - V2's block (section 3.2): the expand 1x1 and the depthwise kxk fused into one
+                      full kxk conv, which is faster on accelerators in the early, high-resolution stages;
+  * ``EfficientNet`` - stem, the stages of table 1 (V1) or table 4 (V2), a 1x1 conv to 1280 x w channels,
+                      pooling and the classifier;
+  * the variants at the bottom: B0's table, compound scaling to B1-B7, and V2-S/M/L.
+
+What the released models do that the paper does not say:
+  * The B1-B7 coefficients (width, depth, resolution) of the official release, which torchvision copies,
+    are *not* exactly equation 3 at some phi: B1-B3 are (phi = 0.5, 1, 2, rounded to 0.1 and to 10 pixels),
+    but B4-B7 are 10-15% shallower than alpha ** phi at the phi their resolution implies. No single phi
+    reproduces them (tensorflow/tpu issues 390 and 738), so the table below lists the released values and
+    ``tests/test_efficientnet.py`` measures how far they are from equation 3.
+  * Every channel count goes through ``make_divisible`` (multiples of 8), every depth through ``ceil``.
+  * BatchNorm: B0-B4 (weights trained in PyTorch) use PyTorch's eps=1e-5, momentum=0.1; B5-B7 (ported from
+    TensorFlow) eps=1e-3, momentum=0.01; V2 eps=1e-3.
+  * SE squeezes to a quarter of the block's *input* channels, not of the expanded width.
+  * Stochastic depth (Huang et al. 2016) drops a residual branch with a probability that grows linearly
+    with the block's index, from 0 at the first block to 0.2 * (N-1)/N at the last.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+
+from torch import Tensor, nn
+
+from minibones.backbone import Backbone, ModelConfig, StageInfo
+from minibones.layers import ConvNormAct, DropPath, SqueezeExcite, make_divisible
+from minibones.registry import register_model
+
+PAPER_V1 = ("Tan, Le. EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks. "
+            "ICML 2019. arXiv:1905.11946")
+PAPER_V2 = "Tan, Le. EfficientNetV2: Smaller Models and Faster Training. ICML 2021. arXiv:2104.00298"
+
+
+class MBConv(nn.Module):
+    """Mobile inverted bottleneck with squeeze-and-excitation (MnasNet, EfficientNet section 4).
+
+    Thin in, thin out, wide in the middle (the opposite of ResNet's bottleneck): a 1x1 conv expands
+    the channels by ``expand_ratio``, a depthwise kxk conv mixes space cheaply in the wide
+    representation, SE reweights the channels, and a 1x1 conv projects back *without* activation
+    (a ReLU on a thin layer would destroy information: MobileNetV2 section 3.2). The residual is
+    added when the shapes allow it, through stochastic depth.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, expand_ratio: float,
+                 drop_path: float = 0.0, norm: dict | None = None):
+        super().__init__()
+        norm = norm or {}
+        expanded = make_divisible(in_channels * expand_ratio)
+        has_expand = expanded != in_channels  # not with expand_ratio 1 (B0's first stage)
+        # the parts in the reference's order (its numbering shifts where there is no expansion conv)
+        self.parts = ("expand",) * has_expand + ("depthwise", "se", "project")
+        self.expand = ConvNormAct(in_channels, expanded, 1, act=nn.SiLU, **norm) if has_expand else nn.Identity()
+        self.depthwise = ConvNormAct(expanded, expanded, kernel, stride, groups=expanded, act=nn.SiLU, **norm)
+        self.se = SqueezeExcite(expanded, max(1, in_channels // 4), act=nn.SiLU, gate=nn.Sigmoid)
+        self.project = ConvNormAct(expanded, out_channels, 1, act=None, **norm)  # linear bottleneck
+        self.use_residual = stride == 1 and in_channels == out_channels
+        self.drop_path = DropPath(drop_path) if self.use_residual else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.expand(x)  # (B, t*C, H, W)
+        out = self.depthwise(out)  # (B, t*C, H/s, W/s)
+        out = self.se(out)
+        out = self.project(out)  # (B, C_out, H/s, W/s)
+        if self.use_residual:
+            out = self.drop_path(out) + x
+        return out
+
+
+class FusedMBConv(nn.Module):
+    """EfficientNetV2's fused MBConv (section 3.2, figure 2): the 1x1 expansion and the depthwise
+    kxk conv are replaced by one full kxk conv. It has more FLOPs but runs faster on GPUs and TPUs,
+    which handle dense convs much better than depthwise ones; V2 uses it in the early stages only.
+
+    With ``expand_ratio`` 1 the block is just that kxk conv (called ``fused`` here); otherwise the
+    kxk conv expands and a 1x1 conv projects back, linearly. No SE: the searched V2 models dropped it here.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, expand_ratio: float,
+                 drop_path: float = 0.0, norm: dict | None = None):
+        super().__init__()
+        norm = norm or {}
+        expanded = make_divisible(in_channels * expand_ratio)
+        if expanded != in_channels:
+            self.parts = ("expand", "project")
+            self.expand = ConvNormAct(in_channels, expanded, kernel, stride, act=nn.SiLU, **norm)
+            self.project = ConvNormAct(expanded, out_channels, 1, act=None, **norm)
+            self.fused = None
+        else:
+            self.parts = ("fused",)
+            self.fused = ConvNormAct(in_channels, out_channels, kernel, stride, act=nn.SiLU, **norm)
+        self.use_residual = stride == 1 and in_channels == out_channels
+        self.drop_path = DropPath(drop_path) if self.use_residual else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.fused is not None:
+            out = self.fused(x)  # (B, C_out, H/s, W/s)
+        else:
+            out = self.project(self.expand(x))  # (B, t*C, H/s, W/s) -> (B, C_out, H/s, W/s)
+        if self.use_residual:
+            out = self.drop_path(out) + x
+        return out
+
+
+BLOCKS = {"mbconv": MBConv, "fused": FusedMBConv}
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One row of the paper's table: ``depth`` blocks; the first has ``stride`` and changes the width."""
+
+    block: str  # "mbconv" or "fused"
+    expand_ratio: int
+    kernel: int
+    stride: int
+    in_channels: int
+    out_channels: int
+    depth: int
+
+    def scaled(self, width: float, depth: float) -> StageSpec:
+        """Apply a width and a depth multiplier with the reference's rounding (multiples of 8, ceil)."""
+        return replace(
+            self,
+            in_channels=make_divisible(self.in_channels * width),
+            out_channels=make_divisible(self.out_channels * width),
+            depth=math.ceil(self.depth * depth),
+        )
+
+
+class EfficientNet(Backbone):
+    """Stem (3x3/2 conv), one stage per ``StageSpec``, a 1x1 conv to ``head_channels``, pooling, classifier.
+
+    Stages are numbered as in V2's table 4 (``stage1`` is the first block stage); V1's table 1 counts
+    the stem as stage 1, so its stage i+1 is ``stage{i}`` here. ``forward_stages`` returns the last map at
+    each stride 2, 4, 8, 16 and, at stride 32, the output of the 1x1 head conv (the final feature map).
+    """
+
+    def __init__(
+        self,
+        stages: list[StageSpec],
+        config: ModelConfig,
+        num_classes: int = 1000,
+        head_channels: int | None = None,
+        dropout: float = 0.2,
+        drop_path_rate: float = 0.2,
+        bn_eps: float = 1e-5,
+        bn_momentum: float = 0.1,
+    ):
+        super().__init__()
+        self.config = config
+        norm = {"eps": bn_eps, "momentum": bn_momentum}
+        self.stem = ConvNormAct(3, stages[0].in_channels, 3, stride=2, act=nn.SiLU, **norm)
+
+        total_blocks = sum(spec.depth for spec in stages)
+        block_index, stride = 0, 2
+        self.feature_info, self.stage_taps = [], []
+        stage_modules = OrderedDict()
+        for i, spec in enumerate(stages, start=1):
+            blocks = []
+            for j in range(spec.depth):
+                in_channels = spec.in_channels if j == 0 else spec.out_channels
+                rate = drop_path_rate * block_index / total_blocks  # linear in depth, 0 for the first block
+                blocks.append(BLOCKS[spec.block](in_channels, spec.out_channels, spec.kernel,
+                                                 spec.stride if j == 0 else 1, spec.expand_ratio, rate, norm))
+                block_index += 1
+            stage_modules[f"stage{i}"] = nn.Sequential(*blocks)
+            stride *= spec.stride
+            next_stride = stages[i].stride if i < len(stages) else 1
+            if next_stride == 2:  # the last stage at this resolution
+                self.stage_taps.append(i - 1)
+                self.feature_info.append(StageInfo(f"stage{i}", spec.out_channels, stride, f"stages.stage{i}"))
+        self.stages = nn.Sequential(stage_modules)
+
+        # V1: 4x the last stage's width (1280 for B0); V2: 1280
+        head_channels = head_channels or 4 * stages[-1].out_channels
+        self.conv_head = ConvNormAct(stages[-1].out_channels, head_channels, 1, act=nn.SiLU, **norm)
+        self.feature_info.append(StageInfo("conv_head", head_channels, stride, "conv_head"))
+
+        self.num_features = head_channels
+        self.head = nn.Sequential(OrderedDict(
+            pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(1), dropout=nn.Dropout(dropout),
+            fc=nn.Linear(head_channels, num_classes),
+        ))
+        if num_classes == 0:
+            self.head.fc = nn.Identity()
+        self.name_map = self.reference_name_map(len(stages))
+        self.init_weights()
+
+    def reference_name_map(self, num_stages: int) -> list[tuple[str, str | None]]:
+        """torchvision keeps everything in ``features``: 0 the stem, 1..n the stages, n+1 the head conv,
+        and numbers the parts of a block; the numbering shifts where a block has no expansion conv."""
+        name_map = [(r"^features\.0\.", "stem."), (rf"^features\.{num_stages + 1}\.", "conv_head.")]
+        for i, stage in enumerate(self.stages, start=1):
+            for k, part in enumerate(stage[0].parts):
+                name_map.append((rf"^features\.{i}\.(\d+)\.block\.{k}\.", rf"stages.stage{i}.\1.{part}."))
+        name_map += [
+            (r"(^|\.)(stem|conv_head|expand|depthwise|project|fused)\.0\.", r"\1\2.conv."),  # Conv2dNormActivation
+            (r"(^|\.)(stem|conv_head|expand|depthwise|project|fused)\.1\.", r"\1\2.bn."),
+            (r"\.se\.fc1\.", ".se.reduce."),
+            (r"\.se\.fc2\.", ".se.expand."),
+            (r"^classifier\.1\.", "head.fc."),
+        ]
+        return name_map
+
+    def init_weights(self) -> None:
+        """As the reference: He (fan-out) for convs, BN as the identity, U(+-1/sqrt(classes)) for the classifier."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Linear):
+                bound = 1.0 / math.sqrt(module.out_features)
+                nn.init.uniform_(module.weight, -bound, bound)
+                nn.init.zeros_(module.bias)
+
+    def forward_stages(self, x: Tensor) -> list[Tensor]:
+        self.check_input(x)
+        x = self.stem(x)  # (B, 32, H/2, W/2) for B0
+        features = []
+        for i, stage in enumerate(self.stages):
+            # B0: stage1 (B, 16, H/2, W/2), stage2 (B, 24, H/4, W/4), stage3 (B, 40, H/8, W/8),
+            # stage5 (B, 112, H/16, W/16), stage7 (B, 320, H/32, W/32)
+            x = stage(x)
+            if i in self.stage_taps:
+                features.append(x)
+        features.append(self.conv_head(x))  # (B, 1280, H/32, W/32) for B0
+        return features
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        self.check_input(x)
+        return self.conv_head(self.stages(self.stem(x)))
+
+
+# --- EfficientNet-B0: table 1 of the paper ------------------------------------------------
+
+B0_STAGES = [
+    #          block  expand kernel stride  in  out depth
+    StageSpec("mbconv", 1, 3, 1, 32, 16, 1),
+    StageSpec("mbconv", 6, 3, 2, 16, 24, 2),
+    StageSpec("mbconv", 6, 5, 2, 24, 40, 2),
+    StageSpec("mbconv", 6, 3, 2, 40, 80, 3),
+    StageSpec("mbconv", 6, 5, 1, 80, 112, 3),
+    StageSpec("mbconv", 6, 5, 2, 112, 192, 4),
+    StageSpec("mbconv", 6, 3, 1, 192, 320, 1),
+]
+B0_RESOLUTION = 224
+
+# --- compound scaling: section 3.3, equation 3 ---------------------------------------------
+
+ALPHA, BETA, GAMMA = 1.2, 1.1, 1.15  # depth, width, resolution per unit of phi (grid search at phi = 1)
+
+
+def compound_scaling(phi: float) -> tuple[float, float, float]:
+    """Equation 3: (width, depth, resolution) = (beta**phi, alpha**phi, 224 * gamma**phi), unrounded."""
+    return BETA**phi, ALPHA**phi, B0_RESOLUTION * GAMMA**phi
+
+
+# The released B0-B7 (tensorflow/tpu efficientnet_builder.py, copied by torchvision):
+#                    width depth resolution dropout
+EFFICIENTNET_B = {
+    "efficientnet_b0": (1.0, 1.0, 224, 0.2),
+    "efficientnet_b1": (1.0, 1.1, 240, 0.2),  # equation 3 at phi = 0.5, rounded
+    "efficientnet_b2": (1.1, 1.2, 260, 0.3),  # phi = 1 (torchvision's B2 weights are evaluated at 288)
+    "efficientnet_b3": (1.2, 1.4, 300, 0.3),  # phi = 2
+    "efficientnet_b4": (1.4, 1.8, 380, 0.4),  # from here on shallower than alpha ** phi (see the module docstring)
+    "efficientnet_b5": (1.6, 2.2, 456, 0.4),
+    "efficientnet_b6": (1.8, 2.6, 528, 0.5),
+    "efficientnet_b7": (2.0, 3.1, 600, 0.5),
+}
+# torchvision's B5-B7 weights were ported from TensorFlow, whose BatchNorm differs from PyTorch's defaults
+TENSORFLOW_BATCH_NORM = {"bn_eps": 1e-3, "bn_momentum": 0.01}
+
+
+def _efficientnet_b(name: str, **kwargs) -> EfficientNet:
+    width, depth, resolution, dropout = EFFICIENTNET_B[name]
+    config = ModelConfig(name=name, reference=f"torchvision.models.{name}", paper=PAPER_V1,
+                         input_size=(3, resolution, resolution))
+    norm = TENSORFLOW_BATCH_NORM if name in ("efficientnet_b5", "efficientnet_b6", "efficientnet_b7") else {}
+    stages = [spec.scaled(width, depth) for spec in B0_STAGES]
+    return EfficientNet(stages, config, **{"dropout": dropout, **norm, **kwargs})
+
+
+@register_model
+def efficientnet_b0(**kwargs) -> EfficientNet:
+    return _efficientnet_b("efficientnet_b0", **kwargs)
+
+
+@register_model
+def efficientnet_b1(**kwargs) -> EfficientNet:
+    return _efficientnet_b("efficientnet_b1", **kwargs)
+
+
+@register_model
+def efficientnet_b2(**kwargs) -> EfficientNet:
+    return _efficientnet_b("efficientnet_b2", **kwargs)
+
+
+@register_model
+def efficientnet_b3(**kwargs) -> EfficientNet:
+    return _efficientnet_b("efficientnet_b3", **kwargs)
+
+
+@register_model
+def efficientnet_b4(**kwargs) -> EfficientNet:
+    return _efficientnet_b("efficientnet_b4", **kwargs)
+
+
+@register_model
+def efficientnet_b5(**kwargs) -> EfficientNet:
+    return _efficientnet_b("efficientnet_b5", **kwargs)
+
+
+@register_model
+def efficientnet_b6(**kwargs) -> EfficientNet:
+    return _efficientnet_b("efficientnet_b6", **kwargs)
+
+
+@register_model
+def efficientnet_b7(**kwargs) -> EfficientNet:
+    return _efficientnet_b("efficientnet_b7", **kwargs)
+
+
+# --- EfficientNetV2: table 4 of the V2 paper (S); M and L from the official code -------------
+
+EFFICIENTNET_V2 = {
+    #                          block  expand kernel stride  in  out depth
+    "efficientnet_v2_s": [StageSpec("fused", 1, 3, 1, 24, 24, 2),
+                          StageSpec("fused", 4, 3, 2, 24, 48, 4),
+                          StageSpec("fused", 4, 3, 2, 48, 64, 4),
+                          StageSpec("mbconv", 4, 3, 2, 64, 128, 6),
+                          StageSpec("mbconv", 6, 3, 1, 128, 160, 9),
+                          StageSpec("mbconv", 6, 3, 2, 160, 256, 15)],
+    "efficientnet_v2_m": [StageSpec("fused", 1, 3, 1, 24, 24, 3),
+                          StageSpec("fused", 4, 3, 2, 24, 48, 5),
+                          StageSpec("fused", 4, 3, 2, 48, 80, 5),
+                          StageSpec("mbconv", 4, 3, 2, 80, 160, 7),
+                          StageSpec("mbconv", 6, 3, 1, 160, 176, 14),
+                          StageSpec("mbconv", 6, 3, 2, 176, 304, 18),
+                          StageSpec("mbconv", 6, 3, 1, 304, 512, 5)],
+    "efficientnet_v2_l": [StageSpec("fused", 1, 3, 1, 32, 32, 4),
+                          StageSpec("fused", 4, 3, 2, 32, 64, 7),
+                          StageSpec("fused", 4, 3, 2, 64, 96, 7),
+                          StageSpec("mbconv", 4, 3, 2, 96, 192, 10),
+                          StageSpec("mbconv", 6, 3, 1, 192, 224, 19),
+                          StageSpec("mbconv", 6, 3, 2, 224, 384, 25),
+                          StageSpec("mbconv", 6, 3, 1, 384, 640, 7)],
+}
+#                     evaluation resolution, dropout
+V2_SETTINGS = {"efficientnet_v2_s": (384, 0.2), "efficientnet_v2_m": (480, 0.3), "efficientnet_v2_l": (480, 0.4)}
+
+
+def _efficientnet_v2(name: str, **kwargs) -> EfficientNet:
+    resolution, dropout = V2_SETTINGS[name]
+    # V2-L's weights are the original authors', trained on inputs normalised to [-1, 1]
+    mean_std = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)} if name == "efficientnet_v2_l" else {}
+    config = ModelConfig(name=name, reference=f"torchvision.models.{name}", paper=PAPER_V2,
+                         input_size=(3, resolution, resolution), **mean_std)
+    options = {"head_channels": 1280, "dropout": dropout, "bn_eps": 1e-3, **kwargs}
+    return EfficientNet(EFFICIENTNET_V2[name], config, **options)
+
+
+@register_model
+def efficientnet_v2_s(**kwargs) -> EfficientNet:
+    return _efficientnet_v2("efficientnet_v2_s", **kwargs)
+
+
+@register_model
+def efficientnet_v2_m(**kwargs) -> EfficientNet:
+    return _efficientnet_v2("efficientnet_v2_m", **kwargs)
+
+
+@register_model
+def efficientnet_v2_l(**kwargs) -> EfficientNet:
+    return _efficientnet_v2("efficientnet_v2_l", **kwargs)
