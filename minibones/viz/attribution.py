@@ -1,0 +1,469 @@
+"""Attributions: which pixels a prediction rests on, through captum, for every backbone.
+
+:func:`attribute` computes one map with one method; :func:`attribution_grid` draws
+methods x backbones on the same photograph, in the shared display of
+:mod:`minibones.viz.display` (red: evidence for the class, blue: against; one scale).
+
+The methods (all but the attention ones through captum):
+
+==========================  ==========================================================
+``saliency``                |d score / d pixel|, max over colours (Simonyan et al. 2014)
+``integrated_gradients``    path integral of gradients from a black image (Sundararajan et al. 2017)
+``smoothgrad``              saliency averaged over noisy copies (Smilkov et al. 2017), via ``NoiseTunnel``
+``occlusion``               score drop when a patch is set to the mean colour (Zeiler & Fergus 2014)
+``guided_backprop``         gradients with negative values stopped at each ReLU (Springenberg et al. 2015)
+``deeplift``                DeepLIFT rescale rule against a black image (Shrikumar et al. 2017)
+``gradcam``                 channel-weighted activations of a stage, ReLU, upsampled (Selvaraju et al. 2017)
+``guided_gradcam``          guided backprop x Grad-CAM (same paper)
+``attention``               ViT only: the class token's attention to the patches in the last block
+``attention_rollout``       ViT only: attention multiplied through all blocks (Abnar & Zuidema 2020)
+==========================  ==========================================================
+
+Where a method does not mean what it claims on a model, the toolkit *says so* (the
+result has ``map=None`` and a ``note``) instead of drawing a misleading picture:
+
+* captum's ``GuidedBackprop`` only overrides ``nn.ReLU`` modules. On models with SiLU
+  (EfficientNet), GELU (ViT, ConvNeXt), hardswish or ReLU6 (MobileNet) it silently
+  returns (partly) the plain gradient, so guided backprop and guided Grad-CAM are refused.
+* ``DeepLift`` has rules for ReLU, sigmoid, tanh, softmax and max pooling only; elsewhere it
+  falls back to gradients and its attributions stop summing to ``f(x) - f(baseline)``.
+  Even on ReLU-only networks it can be far off (GoogLeNet, Inception-v3 and Xception: ~100%;
+  for the first two, its max-pool rule is the cause). The convergence delta is always reported; the map is refused
+  when the delta exceeds 10% of the output difference.
+* ``LayerGradCam`` assumes (N, C, H, W) activations. ViT's tokens are (N, 1 + HW, D): the
+  patch tokens are reshaped to a grid (class token dropped) before weighting, and the last
+  block is avoided (its patch tokens never reach the class token, so their gradient is zero).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from minibones.viz.activations import capture, resolve_layer
+from minibones.viz.display import (
+    add_colorbar, as_input, as_model_dict, model_label, new_figure, show_image, show_note, show_overlay,
+)
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+METHODS = (
+    "saliency", "integrated_gradients", "smoothgrad", "occlusion", "guided_backprop", "deeplift",
+    "gradcam", "guided_gradcam", "attention", "attention_rollout",
+)
+DEFAULT_METHODS = (
+    "saliency", "integrated_gradients", "smoothgrad", "occlusion", "guided_backprop", "gradcam", "guided_gradcam",
+)
+
+# The modules captum's DeepLift has a rule for (captum.attr._core.deep_lift.SUPPORTED_NON_LINEAR, 0.9.0).
+DEEPLIFT_RULES = (nn.ReLU, nn.ELU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Softmax, nn.MaxPool2d)
+DEEPLIFT_MAX_DELTA = 0.10
+
+
+@dataclass
+class Attribution:
+    """One method's map for one model and one class.
+
+    ``map`` is (H, W) at the input's resolution, signed where the method is (positive:
+    evidence for ``target``), or ``None`` when the method does not apply to this model;
+    ``note`` then says why (and otherwise carries a caveat, such as DeepLift's delta).
+    ``delta`` is the relative convergence delta of Integrated Gradients or DeepLift:
+    ``|sum of attributions - (f(x) - f(baseline))| / |f(x) - f(baseline)|``.
+    """
+
+    method: str
+    model: str
+    target: int
+    map: Tensor | None
+    note: str | None = None
+    delta: float | None = None
+    layer: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.map is not None
+
+    def title(self) -> str:
+        title = self.method.replace("_", " ")
+        if self.layer:
+            title += f" ({self.layer})"
+        if self.delta is not None:
+            title += f"\ndelta {self.delta:.1%}"
+        if self.ok and self.note:
+            title += " *"  # drawn, with a caveat in ``note``
+        return title
+
+
+def non_relu_activations(model: nn.Module) -> list[str]:
+    """Names of the activation types other than ``nn.ReLU`` (what GuidedBackprop cannot override)."""
+    names = {
+        type(m).__name__ for m in model.modules()
+        if type(m).__module__ == "torch.nn.modules.activation"
+        and not isinstance(m, (nn.ReLU, nn.Softmax, nn.MultiheadAttention))
+    }
+    return sorted(names)
+
+
+def is_vit(model: nn.Module) -> bool:
+    """A token model with an explicit attention path (``minibones.models.vit``)."""
+    return hasattr(model, "forward_attention") and hasattr(model, "patch_grid")
+
+
+def predicted_class(model: nn.Module, x: Tensor) -> int:
+    with torch.no_grad():
+        return int(model(x).argmax(1)[0])
+
+
+def attribute(
+    model: nn.Module,
+    x: Tensor,
+    method: str,
+    target: int | None = None,
+    layer: str | int | None = None,
+    steps: int = 32,
+    internal_batch_size: int = 8,
+    samples: int = 8,
+    noise: float = 0.15,
+    window: int | None = None,
+) -> Attribution:
+    """The map of ``method`` (one of :data:`METHODS`) for class ``target`` (default: the
+    predicted class) on one normalised image ``x`` of shape (1, 3, H, W).
+
+    ``layer`` is the stage Grad-CAM reads: a stage name, a module path, or a stage index
+    (``-2``: the second-to-last stage of any backbone); default: the last stage (for ViT, the
+    input of the last block). ``steps`` and ``internal_batch_size`` go to Integrated
+    Gradients (the batch size bounds its memory: all steps at once would not fit for large
+    models and images); ``samples`` and ``noise`` (a fraction of the input's range) to
+    SmoothGrad; ``window`` is the occlusion patch (default: an eighth of the image side).
+    The model is switched to eval mode (dropout off, batch-norm statistics frozen).
+
+        >>> import minibones
+        >>> from minibones.photos import load_photo
+        >>> model = minibones.create_model("resnet18")
+        >>> result = attribute(model, load_photo("cat").tensor, "gradcam", layer="conv4_x")
+        >>> result.map.shape
+        torch.Size([224, 224])
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if x.ndim != 4 or x.shape[0] != 1:
+        raise ValueError(f"attribute explains one image: expected (1, 3, H, W), got {tuple(x.shape)}")
+    model.eval()
+    x = x.detach().clone().requires_grad_(True)  # captum would set it anyway, with a warning
+    target = predicted_class(model, x) if target is None else int(target)
+    name = model_label(model)
+    result = Attribution(method, name, target, None)
+    compute = globals()[f"_{method}"]
+    return compute(model, x, target, result, layer=layer, steps=steps, internal_batch_size=internal_batch_size,
+                   samples=samples, noise=noise, window=window)
+
+
+# --- the methods --------------------------------------------------------------------------
+
+
+def _saliency(model, x, target, result, **_):
+    from captum.attr import Saliency
+
+    grads = Saliency(model).attribute(x, target=target, abs=True)
+    result.map = grads[0].amax(0).detach()  # Simonyan et al.: the largest |gradient| over colours
+    return result
+
+
+def _integrated_gradients(model, x, target, result, steps, internal_batch_size, **_):
+    from captum.attr import IntegratedGradients
+
+    baseline = torch.zeros_like(x)  # the dataset mean: a black-ish image after normalisation
+    attributions, delta = IntegratedGradients(model).attribute(
+        x, baselines=baseline, target=target, n_steps=steps, internal_batch_size=internal_batch_size,
+        return_convergence_delta=True,
+    )
+    result.map = attributions[0].sum(0).detach()
+    result.delta = _relative_delta(model, x, baseline, target, delta)
+    return result
+
+
+def _smoothgrad(model, x, target, result, samples, noise, **_):
+    from captum.attr import NoiseTunnel, Saliency
+
+    stdev = noise * float(x.detach().max() - x.detach().min())
+    grads = NoiseTunnel(Saliency(model)).attribute(
+        x, nt_type="smoothgrad", nt_samples=samples, nt_samples_batch_size=min(samples, 8), stdevs=stdev,
+        target=target, abs=True,
+    )
+    result.map = grads[0].amax(0).detach()
+    return result
+
+
+def _occlusion(model, x, target, result, window, **_):
+    from captum.attr import Occlusion
+
+    side = min(x.shape[-2:])
+    window = window or max(2, side // 8)
+    stride = window  # non-overlapping patches: 64 forward passes at the default window
+    attributions = Occlusion(model).attribute(
+        x, sliding_window_shapes=(3, window, window), strides=(3, stride, stride), baselines=0.0,
+        target=target, perturbations_per_eval=16,
+    )
+    result.map = attributions[0].mean(0).detach()  # the same score drop in every colour
+    return result
+
+
+def _guided_backprop(model, x, target, result, **_):
+    from captum.attr import GuidedBackprop
+
+    if note := _guided_note(model):
+        result.note = note
+        return result
+    attributions = _quietly(GuidedBackprop(model).attribute, x, target=target)
+    result.map = attributions[0].sum(0).detach()
+    return result
+
+
+def _deeplift(model, x, target, result, **_):
+    from captum.attr import DeepLift
+
+    baseline = torch.zeros_like(x)
+    attributions, delta = _quietly(
+        DeepLift(model).attribute, x, baselines=baseline, target=target, return_convergence_delta=True
+    )
+    result.delta = _relative_delta(model, x, baseline, target, delta)
+    reasons = []
+    missing = sorted({type(m).__name__ for m in model.modules()
+                      if type(m).__module__ == "torch.nn.modules.activation" and not isinstance(m, DEEPLIFT_RULES)})
+    if missing:
+        reasons.append(f"captum's DeepLift has no rule for {', '.join(missing)} and uses plain gradients there")
+    if result.delta <= DEEPLIFT_MAX_DELTA:
+        result.map = attributions[0].sum(0).detach()
+        if reasons:
+            result.note = f"{reasons[0]}; the attributions miss f(x) - f(baseline) by {result.delta:.1%}."
+        return result
+    if not missing:
+        # measured on ReLU-only networks with random weights: GoogLeNet and Inception-v3 are ~100% off
+        # and become exact once their max pools are average pools; Xception is ~100% off for another reason
+        reasons.append("captum's DeepLift rules do not add up on this architecture (on GoogLeNet and Inception-v3 "
+                       "its max-pool rule is the culprit: with average pools they are exact)")
+    result.note = (f"{'; '.join(reasons)}. Not drawn: the attributions miss "
+                   f"f(x) - f(baseline) by {result.delta:.0%} (more than {DEEPLIFT_MAX_DELTA:.0%}), so the map "
+                   "does not explain the score.")
+    return result
+
+
+def _gradcam(model, x, target, result, layer, **_):
+    path, layer_note = _gradcam_layer(model, layer)
+    result.layer = _stage_name(model, path)
+    if is_vit(model):
+        cam = _token_gradcam(model, x, target, path)
+    else:
+        from captum.attr import LayerAttribution, LayerGradCam
+
+        cam = LayerGradCam(model, model.get_submodule(path)).attribute(x, target=target, relu_attributions=True)
+        if cam.ndim != 4:
+            raise ValueError(f"Grad-CAM needs a (B, C, H, W) map at {path!r}, got {tuple(cam.shape)}")
+        cam = LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear")
+    result.map = cam[0, 0].detach()
+    result.note = layer_note
+    return result
+
+
+def _guided_gradcam(model, x, target, result, layer, **_):
+    if note := _guided_note(model):
+        result.note = note
+        return result
+    from captum.attr import GuidedGradCam
+
+    path, _ = _gradcam_layer(model, layer)
+    result.layer = _stage_name(model, path)
+    guided_gradcam = GuidedGradCam(model, model.get_submodule(path))
+    attributions = _quietly(guided_gradcam.attribute, x, target=target, interpolate_mode="bilinear")
+    result.map = attributions[0].sum(0).detach()
+    return result
+
+
+def _attention(model, x, target, result, **_):
+    if not is_vit(model):
+        result.note = f"{result.model} has no attention layers: attention maps exist only for ViT."
+        return result
+    _, attentions = attention_maps(model, x)
+    last = attentions[-1][0].mean(0)  # (1 + N, 1 + N), averaged over heads
+    result.map = _patch_map(model, x, last[0])
+    result.note = "not class-specific: where the class token looks in the last block, averaged over heads"
+    return result
+
+
+def _attention_rollout(model, x, target, result, **_):
+    if not is_vit(model):
+        result.note = f"{result.model} has no attention layers: attention rollout exists only for ViT."
+        return result
+    _, attentions = attention_maps(model, x)
+    rollout = attention_rollout(attentions)[0]  # (1 + N, 1 + N)
+    result.map = _patch_map(model, x, rollout[0])
+    result.note = "not class-specific: attention rollout (Abnar & Zuidema 2020) from the class token"
+    return result
+
+
+# --- ViT: attention maps and rollout --------------------------------------------------------
+
+
+def attention_maps(model: nn.Module, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """The logits and every block's attention weights (B, heads, 1 + N, 1 + N), from ViT's
+    explicit attention path (``forward_attention``); token 0 is the class token."""
+    if not is_vit(model):
+        raise ValueError(f"{model_label(model)} has no attention: attention maps need a ViT (minibones.models.vit)")
+    model.eval()
+    with torch.no_grad():
+        return model.forward_attention(x)
+
+
+def attention_rollout(attentions: Sequence[Tensor], head_fusion: str = "mean", residual: bool = True) -> Tensor:
+    """Abnar & Zuidema 2020, "Quantifying Attention Flow in Transformers", section 3.
+
+    Attention weights alone ignore the residual connections, through which most of a
+    token's information flows. Rollout models them: per block, ``A' = 0.5 A + 0.5 I``
+    (heads fused by their mean, or ``"max"``/``"min"``), rows renormalised, and the blocks
+    multiplied from the first to the last: ``R = A'_L ... A'_1``. Row 0 of ``R`` says how
+    much each input token flows into the class token. Returns (B, 1 + N, 1 + N).
+    """
+    rollout = None
+    for weights in attentions:
+        fused = {"mean": weights.mean(1), "max": weights.amax(1), "min": weights.amin(1)}.get(head_fusion)
+        if fused is None:
+            raise ValueError(f"head_fusion must be 'mean', 'max' or 'min', got {head_fusion!r}")
+        if residual:
+            eye = torch.eye(fused.shape[-1], dtype=fused.dtype, device=fused.device)
+            fused = 0.5 * fused + 0.5 * eye
+        fused = fused / fused.sum(-1, keepdim=True)
+        rollout = fused if rollout is None else fused @ rollout
+    if rollout is None:
+        raise ValueError("no attention weights given")
+    return rollout
+
+
+def plot_attention(model: nn.Module, photo="cat", size: int | None = None, heads: int = 4) -> "Figure":
+    """ViT: the class token's attention to the patches in the last block, head by head (first
+    ``heads`` heads), their mean, and the attention rollout through all blocks."""
+    x, image = as_input(model, photo, size)
+    _, attentions = attention_maps(model, x)
+    last = attentions[-1][0]  # (heads, 1 + N, 1 + N)
+    panels = [(f"head {h}", last[h, 0]) for h in range(min(heads, last.shape[0]))]
+    panels += [("mean over heads", last.mean(0)[0]), ("rollout, all blocks", attention_rollout(attentions)[0, 0])]
+    fig, axes = new_figure(1, len(panels) + 1, cell=2.0)
+    show_image(axes[0, 0], image, f"{model_label(model)}\nlast block, class token")
+    for ax, (title, row) in zip(axes[0, 1:], panels):
+        show_overlay(ax, image, _patch_map(model, x, row), title)
+    add_colorbar(fig, axes, "attention (normalised)")
+    return fig
+
+
+# --- the grid: methods x backbones ----------------------------------------------------------
+
+
+def attribution_grid(
+    models,
+    photo="cat",
+    methods: Sequence[str] = DEFAULT_METHODS,
+    target: int | None = None,
+    size: int | None = None,
+    **options,
+) -> "Figure":
+    """One row per method, one column per backbone, every map over the same photograph.
+
+    ``models``: names, models or a ``{label: model}`` dict. Each model explains its own
+    predicted class unless ``target`` is given. A method that does not apply to a model
+    gets a panel that says why. ``options`` go to :func:`attribute` (``steps=8`` ...).
+
+        >>> fig = attribution_grid(["resnet18", "efficientnet_b0", "vit_b_16"], "cat", steps=16)  # doctest: +SKIP
+    """
+    models = as_model_dict(models)
+    fig, axes = new_figure(len(methods) + 1, len(models), cell=2.0)
+    for col, (label, model) in enumerate(models.items()):
+        x, image = as_input(model, photo, size)
+        cls = predicted_class(model, x) if target is None else target
+        show_image(axes[0, col], image, f"{label}\nclass {cls}")
+        for row, method in enumerate(methods, start=1):
+            result = attribute(model, x, method, target=cls, **options)
+            ax = axes[row, col]
+            if result.ok:
+                show_overlay(ax, image, result.map, result.title())
+            else:
+                show_note(ax, image, result.note or "not available", result.title())
+    add_colorbar(fig, axes)
+    fig.suptitle("* drawn with a caveat: see attribute(...).note", fontsize=7, y=0.0, va="bottom")
+    return fig
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _guided_note(model: nn.Module) -> str | None:
+    others = non_relu_activations(model)
+    if others:
+        return (f"not drawn: captum's guided backprop only overrides nn.ReLU, and {model_label(model)} uses "
+                f"{', '.join(others)}; the result would be (partly) the plain gradient.")
+    return None
+
+
+def _gradcam_layer(model: nn.Module, layer: str | int | None) -> tuple[str, str | None]:
+    """The module Grad-CAM reads. For ViT, not the last block: its patch tokens feed nothing
+    the classifier reads (only the class token does), so their gradient is exactly zero."""
+    if layer is None:
+        layer = -1
+    if isinstance(layer, int):  # a stage index: the same depth on every backbone of a grid
+        path = model.feature_info[layer].module
+    else:
+        path = resolve_layer(model, layer)
+    if is_vit(model):
+        last = f"blocks.{len(model.blocks) - 1}"
+        if path == last:
+            note = "the last block's patch tokens get no gradient: Grad-CAM reads the block before"
+            return f"blocks.{len(model.blocks) - 2}", note
+    return path, None
+
+
+def _stage_name(model: nn.Module, path: str) -> str:
+    for info in getattr(model, "feature_info", []):
+        if info.module == path:
+            return info.name
+    return path
+
+
+def _token_gradcam(model: nn.Module, x: Tensor, target: int, path: str) -> Tensor:
+    """Grad-CAM on ViT tokens: drop the class token, reshape the patch tokens (N, D) to a
+    (D, H/P, W/P) grid, weight each channel by its mean gradient, sum, ReLU, upsample bilinearly."""
+    with capture(model, [path], detach=False) as store:
+        logits = model(x)
+    tokens = store[path]  # (1, 1 + N, D)
+    (grads,) = torch.autograd.grad(logits[0, target], tokens)
+    h, w = model.patch_grid(x)
+    prefix = tokens.shape[1] - h * w  # the class token
+    acts = tokens[0, prefix:].transpose(0, 1).reshape(-1, h, w)  # (D, h, w)
+    weights = grads[0, prefix:].mean(0)  # alpha_k of Grad-CAM: gradients averaged over positions
+    cam = F.relu((weights[:, None, None] * acts).sum(0))[None, None]
+    return F.interpolate(cam, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)
+
+
+def _patch_map(model: nn.Module, x: Tensor, row: Tensor) -> Tensor:
+    """A row over (1 + N) tokens -> the (H, W) map of its patch entries, upsampled bilinearly."""
+    h, w = model.patch_grid(x)
+    grid = row[-h * w :].reshape(1, 1, h, w).float()
+    return F.interpolate(grid, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)[0, 0]
+
+
+def _relative_delta(model: nn.Module, x: Tensor, baseline: Tensor, target: int, delta: Tensor) -> float:
+    with torch.no_grad():
+        difference = float(model(x)[0, target] - model(baseline)[0, target])
+    return float(delta.detach().abs().max()) / max(abs(difference), 1e-12)
+
+
+def _quietly(function, *args, **kwargs):
+    """captum warns on every call that it sets hooks on the activations; that is expected here."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU activations")
+        warnings.filterwarnings("ignore", message="Setting forward, backward hooks and attributes on non-linear")
+        return function(*args, **kwargs)
