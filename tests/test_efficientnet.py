@@ -12,8 +12,8 @@ import minibones
 from minibones import count_parameters
 from minibones.layers import DropPath
 from minibones.models.efficientnet import ALPHA, BETA, B0_STAGES, EFFICIENTNET_B, GAMMA, compound_scaling
-from minibones.reference import build_reference, randomize_, relative_error
-from parity import TOLERANCE
+from minibones.reference import relative_error
+from parity import TOLERANCE, ported_pair
 
 B_VARIANTS = [f"efficientnet_b{i}" for i in range(8)]
 V2_VARIANTS = ["efficientnet_v2_s", "efficientnet_v2_m", "efficientnet_v2_l"]
@@ -33,47 +33,10 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def informative_pair(name: str):
-    """The model and its torchvision reference holding the same random weights, in eval mode.
-
-    Two changes to ``parity.ported_pair``, both measured on these networks:
-    * BatchNorm statistics are *measured* on a random image instead of drawn at random. With made-up
-      statistics nothing renormalises the activations, SiLU and hard-swish halve small signals, and
-      after a few dozen blocks the logits no longer depend on the input (relative change ~1e-7 for B0):
-      a parity test at 1e-5 could not see a wrong conv. Measured statistics keep every layer informative.
-    * Both models are built on the meta device and initialised once (the reference with PyTorch's
-      default uniform initialisation, ours by loading it): for B7 or V2-L drawing torchvision's normal
-      initialisation for both models would take seconds.
-    """
-    torch.manual_seed(0)
-    with torch.device("meta"):
-        model = minibones.create_model(name)
-        reference = build_reference(model)
-    reference.to_empty(device="cpu")
-    for module in reference.modules():
-        if hasattr(module, "reset_parameters"):
-            module.reset_parameters()
-    randomize_(reference).eval()
-    norms = [m for m in reference.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    for norm in norms:  # momentum None: the running statistics become those of the batch
-        norm.reset_running_stats()
-        norm.momentum = None
-        norm.train()
-    with torch.no_grad():
-        reference(torch.randn(1, 3, 112, 112, generator=torch.Generator().manual_seed(2)))
-    for norm, momentum in zip(norms, momenta):
-        norm.momentum = momentum
-        norm.eval()
-    model.to_empty(device="cpu")
-    minibones.load_reference_weights(model, reference)
-    return model.eval(), reference
-
-
 @pytest.fixture(scope="module", params=B_VARIANTS + V2_VARIANTS)
 def pair(request):
     """Built once per variant; pytest runs all the tests of one variant before building the next."""
-    return request.param, *informative_pair(request.param)
+    return request.param, *ported_pair(request.param, meta_init=True)
 
 
 def test_efficientnet_matches_torchvision(pair):

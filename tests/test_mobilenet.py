@@ -10,8 +10,8 @@ import minibones
 from minibones import count_parameters
 from minibones.layers import SqueezeExcite, make_divisible
 from minibones.models.mobilenet import V2_ROWS, V3_LARGE, V3_SMALL
-from minibones.reference import build_reference, randomize_, relative_error
-from parity import TOLERANCE
+from minibones.reference import relative_error
+from parity import TOLERANCE, ported_pair
 
 VARIANTS = ["mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small"]
 PUBLISHED = {
@@ -32,42 +32,9 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def informative_pair(name: str):
-    """The model and its torchvision reference holding the same random weights, in eval mode.
-
-    As in ``test_efficientnet.py``: BatchNorm statistics are *measured* on a random image, because with
-    made-up statistics hard-swish halves small signals layer after layer and the logits of
-    MobileNetV3 stop depending on the input (relative change ~5e-8), which would blind a parity test;
-    both models are built on the meta device and initialised once.
-    """
-    torch.manual_seed(0)
-    with torch.device("meta"):
-        model = minibones.create_model(name)
-        reference = build_reference(model)
-    reference.to_empty(device="cpu")
-    for module in reference.modules():
-        if hasattr(module, "reset_parameters"):
-            module.reset_parameters()
-    randomize_(reference).eval()
-    norms = [m for m in reference.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    for norm in norms:  # momentum None: the running statistics become those of the batch
-        norm.reset_running_stats()
-        norm.momentum = None
-        norm.train()
-    with torch.no_grad():
-        reference(torch.randn(1, 3, 112, 112, generator=torch.Generator().manual_seed(2)))
-    for norm, momentum in zip(norms, momenta):
-        norm.momentum = momentum
-        norm.eval()
-    model.to_empty(device="cpu")
-    minibones.load_reference_weights(model, reference)
-    return model.eval(), reference
-
-
 @pytest.fixture(scope="module", params=VARIANTS)
 def pair(request):
-    return request.param, *informative_pair(request.param)
+    return request.param, *ported_pair(request.param, meta_init=True)
 
 
 def test_mobilenet_matches_torchvision(pair):
