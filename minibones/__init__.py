@@ -7,18 +7,26 @@
 """
 
 from minibones.backbone import Backbone, ModelConfig, StageInfo, count_parameters
+from minibones.data import Data, DatasetNotFound, load_data
+from minibones.train import History, TrainConfig, fit
 from minibones.porting import WeightLoadError, load_reference_weights
 from minibones.registry import create_model, list_models, register_model
 from minibones import models  # noqa: F401  (registers every family)
 
 __all__ = [
     "Backbone",
+    "Data",
+    "DatasetNotFound",
+    "History",
     "ModelConfig",
     "StageInfo",
+    "TrainConfig",
     "WeightLoadError",
     "count_parameters",
     "create_model",
+    "fit",
     "list_models",
+    "load_data",
     "load_reference_weights",
     "register_model",
 ]
