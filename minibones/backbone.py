@@ -60,6 +60,7 @@ class Backbone(nn.Module):
     name_map: list[tuple[str, str | None]] = []
     num_features: int  # width of the vector the classifier reads
     in_chans: int = 3
+    min_input_size: int = 1  # smallest height and width the architecture accepts (Inception-v3: 75)
 
     def check_input(self, x: Tensor) -> None:
         """Fail early, with a message a learner can act on, instead of deep inside a conv."""

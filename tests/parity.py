@@ -10,6 +10,16 @@ from minibones.reference import build_reference, calibrate_batch_norm_, randomiz
 TOLERANCE = 1e-5  # relative error of the logits, float32
 
 
+def small_input_size(model, preferred: int = 64) -> int:
+    """The smallest convenient square size the model accepts, near ``preferred``: its own size if it
+    only takes one, at least its ``min_input_size``, and a multiple of its patch size (ViT)."""
+    if getattr(model, "fixed_input_size", False):
+        return model.config.input_size[1]
+    size = max(min(model.config.input_size[1], preferred), getattr(model, "min_input_size", 1))
+    patch = getattr(model, "patch_size", 1)
+    return -(-size // patch) * patch  # round up to a multiple of the patch
+
+
 def build_pair(name: str, meta_init: bool = False, **kwargs):
     """The model and a freshly initialised reference.
 

@@ -12,6 +12,7 @@ import torch
 from captum.attr import DeepLift, GuidedBackprop, IntegratedGradients
 
 import minibones
+from parity import small_input_size
 
 ALL_MODELS = minibones.list_models()
 
@@ -22,16 +23,15 @@ DEEPLIFT_NOT_EXACT = {"googlenet", "inception_v3", "xception"}
 
 
 def small_input(model) -> torch.Tensor:
-    size = model.config.input_size[1] if getattr(model, "fixed_input_size", False) else 64
-    patch = getattr(model, "patch_size", 1)
-    size = max(patch, size // patch * patch) if patch > 1 else size
+    size = small_input_size(model)
     return torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
 
 
 @pytest.fixture(scope="module", params=ALL_MODELS)
 def model_and_input(request):
     torch.manual_seed(0)
-    model = minibones.create_model(request.param, num_classes=10).eval()
+    # captum needs gradients with respect to the input only: frozen weights skip the weight gradients
+    model = minibones.create_model(request.param, num_classes=10).eval().requires_grad_(False)
     return model, small_input(model)
 
 
