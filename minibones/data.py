@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from minibones.backbone import CIFAR_MEAN, CIFAR_STD
 from minibones.photos import PHOTOS, load_photo  # noqa: F401  (re-exported: all the course's data in one place)
 
 DATA_ENV = "MINIBONES_DATA"
@@ -361,8 +362,6 @@ CIFAR = {
     "cifar100": dict(archive=CIFAR100_ARCHIVE, train=["train"], test=["test"],
                      meta="meta", labels="fine_labels", names="fine_label_names"),
 }
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 
 def cifar(name: str = "cifar10", root: str | Path | None = None, download: bool = True) -> Data:

@@ -58,7 +58,9 @@ class DropPath(nn.Module):
             return x
         keep = 1.0 - self.p
         mask = torch.empty((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype, device=x.device).bernoulli_(keep)
-        return x * mask / keep
+        if keep > 0:
+            mask.div_(keep)  # scale the (B, 1, 1, 1) mask, not the whole activation
+        return x * mask
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -1,5 +1,7 @@
 """The model families. Importing a family registers its variants with ``create_model``."""
 
 from minibones.models import resnet  # noqa: F401
+from minibones.models import vit  # noqa: F401
+from minibones.models import convnext  # noqa: F401
 from minibones.models import efficientnet  # noqa: F401
 from minibones.models import mobilenet  # noqa: F401

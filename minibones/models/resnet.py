@@ -23,7 +23,7 @@ from collections import OrderedDict
 from torch import Tensor, nn
 import torch.nn.functional as F
 
-from minibones.backbone import Backbone, ModelConfig, StageInfo
+from minibones.backbone import CIFAR_MEAN, CIFAR_STD, Backbone, ModelConfig, StageInfo
 from minibones.layers import ConvNormAct
 from minibones.registry import register_model
 
@@ -241,8 +241,6 @@ def resnet152(**kwargs) -> ResNet:
 
 # --- the variants: section 4.2 (CIFAR-10, 6n+2 layers, widths 16/32/64) --------------
 
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 
 def _cifar(name: str, n: int, num_classes: int = 10, **kwargs) -> ResNet:
