@@ -77,6 +77,12 @@ class Backbone(nn.Module):
                 f"{self.config.name} expects {self.in_chans} channels (RGB), got {x.shape[1]} in an input of shape "
                 f"{tuple(x.shape)}; convert grayscale with x.expand(-1, 3, -1, -1) or images with .convert('RGB')."
             )
+        if min(x.shape[-2:]) < self.min_input_size:
+            size = self.config.input_size[1]
+            raise ValueError(
+                f"{self.config.name} needs images of at least {self.min_input_size}x{self.min_input_size}, got "
+                f"{x.shape[-2]}x{x.shape[-1]}; resize the input first (it was designed for {size}x{size})."
+            )
 
     def forward_stages(self, x: Tensor) -> list[Tensor]:
         """One feature map per stage, finest first, as described by ``feature_info``."""

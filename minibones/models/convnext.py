@@ -204,16 +204,6 @@ class ConvNeXt(Backbone):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
 
-    def check_input(self, x: Tensor) -> None:
-        super().check_input(x)
-        height, width = x.shape[-2:]
-        if height < self.min_input_size or width < self.min_input_size:
-            raise ValueError(
-                f"{self.config.name} downsamples by 32 (stem /4, then three /2), so images must be at least "
-                f"{self.min_input_size}x{self.min_input_size}; got {height}x{width}. Resize them, "
-                "e.g. with torchvision.transforms.Resize(32)."
-            )
-
     def forward_stages(self, x: Tensor) -> list[Tensor]:
         self.check_input(x)
         x = self.stem(x)  # (B, C1, H/4, W/4): one vector per 4x4 patch
