@@ -99,9 +99,14 @@ def check_same_gradients(student: nn.Module, reference: nn.Module, x: Tensor, wh
             raise Mismatch(f"{what}: the gradient of {name} differs (or is missing): is {name} used in forward?")
 
 
-def check_module(student: nn.Module, reference: nn.Module, x: Tensor, what: str = "your module") -> None:
-    """All three checks, in the order that gives the most useful message first."""
+def check_module(student: nn.Module, reference: nn.Module, x: Tensor, what: str = "your module",
+                 rtol: float = 1e-5, atol: float = 1e-6) -> None:
+    """All three checks, in the order that gives the most useful message first.
+
+    Loosen ``rtol``/``atol`` only where the library uses a fused kernel that rounds
+    differently from the textbook formula (attention through scaled_dot_product_attention).
+    """
     check_same_parameters(student, reference, what)
     copy_weights(student, reference)
-    check_same_output(student, reference, x, what)
-    check_same_gradients(student, reference, x, what)
+    check_same_output(student, reference, x, what, rtol=rtol, atol=atol)
+    check_same_gradients(student, reference, x, what, rtol=max(rtol, 1e-4), atol=atol)
