@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from minibones.__main__ import build_parser, main
 
@@ -17,17 +16,6 @@ def tiny_net(num_classes):
     return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))
 '''
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Train on one thread: these models are tiny, and on a shared 2-core machine two
-    OpenMP threads spin-wait on each other (measured under load: the ResNet-20 test
-    took 190 s on two threads, 10 s on one). The results do not depend on it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def subcommands():

@@ -30,17 +30,6 @@ OPTIONS = dict(data="digits", image_size=8, train_size=256, test_size=100)
 CONFIG = dict(epochs=2, batch_size=32, lr=0.2, log_every=3, progress=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Train on one thread: these models are tiny, and on a shared 2-core machine two
-    OpenMP threads spin-wait on each other (measured under load: the ResNet-20 test
-    took 190 s on two threads, 10 s on one). The results do not depend on it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def model_module(tmp_path, monkeypatch):
     (tmp_path / "ddpnet.py").write_text(MODEL)

@@ -22,17 +22,6 @@ V2_VARIANTS = ["efficientnet_v2_s", "efficientnet_v2_m", "efficientnet_v2_l"]
 LARGE = {"efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "efficientnet_v2_m", "efficientnet_v2_l"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """This machine has 2 cores shared with other jobs: there, two OpenMP threads spin against each
-    other and one forward pass of B0 took 3.5 s instead of 0.1 s (measured). One thread costs these
-    tests a few seconds on an idle machine and avoids that; the setting is restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module", params=B_VARIANTS + V2_VARIANTS)
 def pair(request):
     """Built once per variant; pytest runs all the tests of one variant before building the next."""

@@ -21,17 +21,6 @@ PUBLISHED = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """This machine has 2 cores shared with other jobs: there, two OpenMP threads spin against each
-    other and one forward pass of B0 took 3.5 s instead of 0.1 s (measured). One thread costs these
-    tests a few seconds on an idle machine and avoids that; the setting is restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module", params=VARIANTS)
 def pair(request):
     return request.param, *ported_pair(request.param, meta_init=True)

@@ -23,17 +23,6 @@ from minibones.train import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Train on one thread: these models are tiny, and on a shared 2-core machine two
-    OpenMP threads spin-wait on each other (measured under load: the ResNet-20 test
-    took 190 s on two threads, 10 s on one). The results do not depend on it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class TinyNet(nn.Module):
     """Conv, batch norm and dropout: enough state (running statistics, a random
     generator) for an inexact resume to show."""

@@ -15,14 +15,6 @@ from minibones import viz  # noqa: E402
 FAST = dict(steps=8, internal_batch_size=4, samples=2, window=8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def resnet20():
     torch.manual_seed(0)

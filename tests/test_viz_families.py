@@ -44,14 +44,6 @@ def test_every_family_is_covered():
     assert files <= covered, f"no small variant tested for {sorted(files - covered)}"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def quick_model(name: str) -> nn.Module:
     """The model with cheap random weights: built on the meta device (the family's own init of
     VGG's 100M-weight fc6 takes seconds), then materialised with He-uniform convs and linears

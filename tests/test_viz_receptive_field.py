@@ -159,15 +159,6 @@ def check_against_gradients(name: str, stages=None, model=None, minimum: int = 3
 # --- the tests -------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are small: one thread is faster, and much faster on a shared, busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_resnet18_fields_grow_7_43_99_211_435():
     # conv1 7x7/2; the 3x3/2 max pool adds 2*2; each 3x3 conv adds 2*stride so far:
     # conv2_x 11 + 4*2*4 = 43, conv3_x 43 + 2*4 + 3*2*8 = 99, conv4_x 211, conv5_x 435.

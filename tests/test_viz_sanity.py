@@ -14,14 +14,6 @@ import minibones  # noqa: E402
 from minibones import viz  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def resnet20():
     torch.manual_seed(0)
