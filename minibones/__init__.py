@@ -10,6 +10,7 @@ from minibones.backbone import Backbone, ModelConfig, StageInfo, count_parameter
 from minibones.data import Data, DatasetNotFound, load_data
 from minibones.train import History, TrainConfig, fit
 from minibones.porting import WeightLoadError, load_reference_weights
+from minibones.pretrained import load_pretrained, predict, preprocess_for
 from minibones.registry import create_model, list_models, register_model
 from minibones import models  # noqa: F401  (registers every family)
 
@@ -27,7 +28,10 @@ __all__ = [
     "fit",
     "list_models",
     "load_data",
+    "load_pretrained",
     "load_reference_weights",
+    "predict",
+    "preprocess_for",
     "register_model",
 ]
 __version__ = "0.1.0"
