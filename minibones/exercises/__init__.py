@@ -2,7 +2,9 @@
 
 Each checker computes the true answer from the library itself (never from a
 stored table), says whether the learner's answer is right, and if not gives a
-hint rather than the answer.
+hint rather than the answer. The checkers shared by several notebooks live
+here; those of one notebook live in a module named after its topic
+(``minibones.exercises.vgg`` for notebook 01, and so on).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import minibones
 from minibones.backbone import count_parameters
 
 
-def _verdict(correct: bool, hint: str) -> None:
+def verdict(correct: bool, hint: str) -> None:
+    """Print the one-line verdict every checker gives: "correct", or "not yet: <hint>"."""
     print("correct" if correct else f"not yet: {hint}")
 
 
@@ -29,12 +32,12 @@ def check_stage_shape(answer: tuple[int, ...], model: str, stage: str, image_siz
     info = net.feature_info[index]
     answer = tuple(answer)
     if len(answer) != 3:
-        return _verdict(False, "give three numbers: (channels, height, width)")
+        return verdict(False, "give three numbers: (channels, height, width)")
     if answer[0] != truth[0]:
-        return _verdict(False, "look at the channels in model.feature_info")
+        return verdict(False, "look at the channels in model.feature_info")
     hint = (f"{stage} sits at stride {info.stride}: divide height and width by it "
             "(each stride-2 layer rounds an odd size up)")
-    return _verdict(answer == truth, hint)
+    return verdict(answer == truth, hint)
 
 
 def check_parameter_count(answer: int, model: str, module: str = "") -> None:
@@ -42,7 +45,7 @@ def check_parameter_count(answer: int, model: str, module: str = "") -> None:
     net = minibones.create_model(model)
     truth = count_parameters(net.get_submodule(module) if module else net)
     where = f"{model}.{module}" if module else model
-    return _verdict(int(answer) == truth, f"count weights and biases of every layer in {where}; "
+    return verdict(int(answer) == truth, f"count weights and biases of every layer in {where}; "
                     "a Linear(a, b) has a*b + b, a Conv2d(a, b, k) without bias has a*b*k*k")
 
 
@@ -55,4 +58,4 @@ def check_receptive_field(answer: int, layers: list[tuple[int, int]]) -> None:
     for kernel, stride in layers:
         size += (kernel - 1) * jump
         jump *= stride
-    return _verdict(int(answer) == size, "start from 1; each layer adds (kernel - 1) x (product of the strides before it)")
+    return verdict(int(answer) == size, "start from 1; each layer adds (kernel - 1) x (product of the strides before it)")
