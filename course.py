@@ -27,8 +27,10 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / ".minibones-installed"
 FIRST_NOTEBOOK = "notebooks/00_what_a_backbone_is.ipynb"
+# -n auto: one test process per core; --dist loadscope keeps each test file, and each
+# notebook's cells, in one process (in order, sharing their module-scoped fixtures).
 TEST_COMMAND = [
-    "-m", "pytest", "--nbval", "--nbval-current-env",
+    "-m", "pytest", "-n", "auto", "--dist", "loadscope", "--nbval", "--nbval-current-env",
     "--nbval-sanitize-with", "notebooks/sanitize.cfg", "tests", "notebooks",
 ]
 

@@ -5,7 +5,7 @@
 
 ``check`` works on a copy in a temporary folder: it submits the instructor's
 solution and the untouched student version of every assignment as two
-students, runs ``nbgrader autograde``, and reads the scores from the gradebook.
+students, autogrades both, and reads the scores from the gradebook.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 COURSE_DIR = Path(__file__).resolve().parents[1] / "notebooks" / "assignments"
@@ -25,21 +25,46 @@ def assignments(course_dir: Path = COURSE_DIR) -> list[str]:
     return sorted(p.name for p in (course_dir / "source").iterdir() if p.is_dir())
 
 
-def nbgrader(course_dir: Path, *args: str) -> None:
-    """Run an nbgrader command in the course folder, with this environment's tools on PATH."""
-    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
-    result = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course_dir, env=env,
-                            capture_output=True, text=True)
-    failed = result.returncode != 0 or "[ERROR]" in result.stderr or "| ERROR]" in result.stderr
-    if failed:
-        raise RuntimeError(f"nbgrader {' '.join(args)} failed in {course_dir}:\n{result.stderr[-4000:]}")
+@contextmanager
+def _tools_on_path():
+    """nbgrader calls some tools by name (``alembic``): they must come from this environment."""
+    before = os.environ.get("PATH", "")
+    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), before])
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = before
+
+
+def grader(course_dir: Path):
+    """nbgrader's Python API on ``course_dir``, configured by its ``nbgrader_config.py``.
+
+    In-process rather than one ``nbgrader`` command per step: each command would
+    start Python and import nbgrader again, which costs more than the grading.
+    """
+    from nbgrader.apps import NbGraderAPI
+    from traitlets.config.loader import PyFileConfigLoader
+
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(course_dir)).load_config()
+    config.CourseDirectory.root = str(course_dir)
+    return NbGraderAPI(config=config)
+
+
+def run(api, step: str, *args) -> None:
+    """Run one nbgrader step (``generate_assignment``, ``autograde``) and fail loudly on any error."""
+    with _tools_on_path():
+        result = getattr(api, step)(*args, force=True)
+    log = result.get("log", "")
+    if not result["success"] or "[ERROR]" in log or "| ERROR]" in log:
+        raise RuntimeError(f"nbgrader {step} {' '.join(args)} failed in {api.coursedir.root}:\n"
+                           f"{(result.get('error') or '')[-2000:]}\n{log[-4000:]}")
 
 
 def release(course_dir: Path = COURSE_DIR) -> list[Path]:
     """Generate the student version of every assignment (solutions and hidden tests removed)."""
-    released = []
+    api, released = grader(course_dir), []
     for name in assignments(course_dir):
-        nbgrader(course_dir, "generate_assignment", name, "--force")
+        run(api, "generate_assignment", name)
         released.append(course_dir / "release" / name)
     return released
 
@@ -57,12 +82,14 @@ def check(course_dir: Path = COURSE_DIR, names: list[str] | None = None) -> dict
         work = Path(tmp) / "course"
         shutil.copytree(course_dir, work, ignore=shutil.ignore_patterns(
             "release", "submitted", "autograded", "feedback", "gradebook.db", ".ipynb_checkpoints"))
+        api = grader(work)
         for name in names:
-            nbgrader(work, "generate_assignment", name, "--force")
+            run(api, "generate_assignment", name)
             for student, folder in (("solution", work / "source" / name), ("blank", work / "release" / name)):
                 target = work / "submitted" / student / name
                 shutil.copytree(folder, target, dirs_exist_ok=True)
-            nbgrader(work, "autograde", name, "--force")
+            for student in ("solution", "blank"):
+                run(api, "autograde", name, student)
         with Gradebook(f"sqlite:///{work / 'gradebook.db'}") as gradebook:
             for name in names:
                 scores[name] = {
