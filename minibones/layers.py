@@ -8,6 +8,7 @@ family's file.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -116,3 +117,22 @@ class SqueezeExcite(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         scale = self.gate(self.expand(self.act(self.reduce(self.pool(x)))))  # (B, C, 1, 1)
         return scale * x
+
+
+def he_init_(model: nn.Module, linear: Callable[[Tensor], None] | None = None) -> None:
+    """The initialisation most CNN references share: He (fan-out) normal for every conv
+    (He et al. 2015, so that a deep ReLU stack neither explodes nor vanishes at the
+    start), batch norm as the identity, zero biases; ``linear(weight)`` initialises the
+    fully connected layers (``None`` keeps PyTorch's default for them).
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear) and linear is not None:
+            linear(module.weight)
+            nn.init.zeros_(module.bias)

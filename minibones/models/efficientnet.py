@@ -43,7 +43,7 @@ from dataclasses import dataclass, replace
 from torch import Tensor, nn
 
 from minibones.backbone import Backbone, ModelConfig, StageInfo
-from minibones.layers import ConvNormAct, DropPath, SqueezeExcite, make_divisible
+from minibones.layers import ConvNormAct, DropPath, SqueezeExcite, he_init_, make_divisible
 from minibones.registry import register_model
 
 PAPER_V1 = ("Tan, Le. EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks. "
@@ -223,18 +223,12 @@ class EfficientNet(Backbone):
 
     def init_weights(self) -> None:
         """As the reference: He (fan-out) for convs, BN as the identity, U(+-1/sqrt(classes)) for the classifier."""
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out")
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                bound = 1.0 / math.sqrt(module.out_features)
-                nn.init.uniform_(module.weight, -bound, bound)
-                nn.init.zeros_(module.bias)
+
+        def classifier_init(weight: Tensor) -> None:
+            bound = 1.0 / math.sqrt(weight.shape[0])  # weight is (classes, features)
+            nn.init.uniform_(weight, -bound, bound)
+
+        he_init_(self, linear=classifier_init)
 
     def forward_stages(self, x: Tensor) -> list[Tensor]:
         self.check_input(x)

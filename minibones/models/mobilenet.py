@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from minibones.backbone import Backbone, ModelConfig, StageInfo
-from minibones.layers import ConvNormAct, SqueezeExcite, make_divisible
+from minibones.layers import ConvNormAct, SqueezeExcite, he_init_, make_divisible
 from minibones.registry import register_model
 
 PAPER_V2 = ("Sandler, Howard, Zhu, Zhmoginov, Chen. MobileNetV2: Inverted Residuals and Linear Bottlenecks. "
@@ -162,17 +162,7 @@ class MobileNet(Backbone):
 
     def init_weights(self) -> None:
         """As the reference: He (fan-out) for convs, BN as the identity, N(0, 0.01) for linear layers."""
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out")
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, 0, 0.01)
-                nn.init.zeros_(module.bias)
+        he_init_(self, linear=lambda weight: nn.init.normal_(weight, 0, 0.01))
 
     def forward_stages(self, x: Tensor) -> list[Tensor]:
         self.check_input(x)

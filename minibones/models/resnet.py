@@ -24,7 +24,7 @@ from torch import Tensor, nn
 import torch.nn.functional as F
 
 from minibones.backbone import CIFAR_MEAN, CIFAR_STD, Backbone, ModelConfig, StageInfo
-from minibones.layers import ConvNormAct
+from minibones.layers import ConvNormAct, he_init_
 from minibones.registry import register_model
 
 PAPER = "He, Zhang, Ren, Sun. Deep Residual Learning for Image Recognition. CVPR 2016. arXiv:1512.03385"
@@ -184,12 +184,7 @@ class ResNet(Backbone):
 
     def init_weights(self) -> None:
         """He initialisation (He et al. 2015) for convs, BN as the identity, as torchvision does."""
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        he_init_(self)
 
     def forward_stages(self, x: Tensor) -> list[Tensor]:
         self.check_input(x)

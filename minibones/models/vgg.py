@@ -30,6 +30,7 @@ from collections import OrderedDict
 from torch import Tensor, nn
 
 from minibones.backbone import Backbone, ModelConfig, StageInfo
+from minibones.layers import he_init_
 from minibones.registry import register_model
 
 PAPER = (
@@ -138,16 +139,7 @@ class VGG(Backbone):
         """He initialisation for convs, N(0, 0.01) for the fully connected layers, as torchvision does.
         (The paper trained VGG-11 first and copied its layers into the deeper nets, section 3.1;
         He et al. 2015 later showed that a good random init makes this unnecessary.)"""
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, 0.0, 0.01)
-                nn.init.zeros_(module.bias)
+        he_init_(self, linear=lambda weight: nn.init.normal_(weight, 0.0, 0.01))
 
     def forward_stages(self, x: Tensor) -> list[Tensor]:
         self.check_input(x)

@@ -32,7 +32,7 @@ from collections import OrderedDict
 from torch import Tensor, nn
 
 from minibones.backbone import Backbone, ModelConfig, StageInfo
-from minibones.layers import ConvNormAct
+from minibones.layers import ConvNormAct, he_init_
 from minibones.registry import register_model
 
 PAPER = "Chollet. Xception: Deep Learning with Depthwise Separable Convolutions. CVPR 2017. arXiv:1610.02357"
@@ -203,12 +203,7 @@ class Xception(Backbone):
 
     def init_weights(self) -> None:
         """He initialisation for convs, BN as the identity, as timm does."""
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        he_init_(self)
 
     def forward_stages(self, x: Tensor) -> list[Tensor]:
         self.check_input(x)
