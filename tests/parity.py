@@ -84,3 +84,48 @@ def parity_error(name: str, sizes: list[tuple[int, int]], batch: int = 2, **kwar
             assert relative_error(reference(other), expected) > 0.05, f"{name}: the logits barely depend on the input"
             worst = max(worst, relative_error(model(x), expected))
     return worst
+
+
+def assert_activations_used_once(model: torch.nn.Module, x: torch.Tensor, kinds, count: int | None = None) -> None:
+    """Every activation module of ``kinds`` runs exactly once per forward, and none works in place.
+
+    Captum's hook-based methods (guided backprop, DeepLift) attach to activation
+    *modules*: a module reused at two places, or one that overwrites its input,
+    silently gives wrong attributions. ``count`` also pins how many there are.
+    """
+    calls = {}
+    hooks = [m.register_forward_hook(lambda m, i, o: calls.__setitem__(m, calls.get(m, 0) + 1))
+             for m in model.modules() if isinstance(m, kinds)]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert calls, f"no {kinds} module ran"
+    assert len(calls) == len(hooks), f"{len(hooks) - len(calls)} activation modules never ran"
+    assert set(calls.values()) == {1}, "an activation module ran more than once"
+    if count is not None:
+        assert len(calls) == count
+    assert not any(getattr(m, "inplace", False) for m in model.modules())
+
+
+def assert_compiles(model: torch.nn.Module, x: torch.Tensor, wrt: torch.Tensor | None = None,
+                    backend: str = "aot_eager") -> None:
+    """``torch.compile(fullgraph=True)`` gives the eager output and gradient.
+
+    fullgraph fails on any graph break; aot_eager traces forward *and* backward
+    through AOTAutograd as inductor does, without inductor's code generation
+    (20 s or more per model on 2 CPU cores; tests/test_resnet.py runs inductor once).
+    The gradient is taken with respect to ``wrt`` (default: the input).
+    """
+    torch._dynamo.reset()  # a fresh start: compiling after another model's compilation takes longer
+    if wrt is None:
+        x = x.clone().requires_grad_(True)
+        wrt = x
+    expected = model(x)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), wrt)
+    output = torch.compile(model, fullgraph=True, backend=backend)(x)
+    (grad,) = torch.autograd.grad(output.sum(), wrt)
+    torch.testing.assert_close(output, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-5)

@@ -9,7 +9,7 @@ import minibones
 from minibones import count_parameters
 from minibones.models.convnext import ConvNeXtBlock
 from minibones.reference import relative_error
-from parity import TOLERANCE, ported_pair
+from parity import TOLERANCE, assert_activations_used_once, assert_compiles, ported_pair
 
 CONVNEXTS = ["convnext_tiny", "convnext_small", "convnext_base", "convnext_large"]
 
@@ -131,15 +131,7 @@ def test_too_small_images_are_refused_with_the_minimum_size(tiny):
 
 
 def test_every_activation_module_is_used_once(tiny):
-    calls = {}
-    hooks = [m.register_forward_hook(lambda m, i, o: calls.__setitem__(m, calls.get(m, 0) + 1))
-             for m in tiny.modules() if isinstance(m, torch.nn.GELU)]
-    with torch.no_grad():
-        tiny(torch.randn(1, 3, 32, 32))
-    for hook in hooks:
-        hook.remove()
-    assert len(calls) == 18 and set(calls.values()) == {1}
-    assert not any(getattr(m, "inplace", False) for m in tiny.modules())
+    assert_activations_used_once(tiny, torch.randn(1, 3, 32, 32), torch.nn.GELU, count=18)
 
 
 def test_channels_last_gives_the_same_output(tiny):
@@ -152,14 +144,4 @@ def test_channels_last_gives_the_same_output(tiny):
 
 
 def test_compiled_convnext_tiny_gives_the_same_output_and_gradients(tiny):
-    # aot_eager traces forward and backward like inductor does (fullgraph: no graph breaks)
-    # without inductor's ~20 s of code generation on this CPU
-    torch._dynamo.reset()  # a fresh start: compiling after another model's compilation takes twice as long
-    x = torch.randn(2, 3, 64, 64)
-    compiled = torch.compile(tiny, fullgraph=True, backend="aot_eager")
-    expected = tiny(x)
-    output = compiled(x)
-    torch.testing.assert_close(output, expected, rtol=1e-4, atol=1e-5)
-    (grad,) = torch.autograd.grad(output.sum(), tiny.stem.conv.weight)
-    (expected_grad,) = torch.autograd.grad(expected.sum(), tiny.stem.conv.weight)
-    torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-5)
+    assert_compiles(tiny, torch.randn(2, 3, 64, 64), wrt=tiny.stem.conv.weight)

@@ -13,7 +13,7 @@ from minibones import count_parameters
 from minibones.layers import DropPath
 from minibones.models.efficientnet import ALPHA, BETA, B0_STAGES, EFFICIENTNET_B, GAMMA, compound_scaling
 from minibones.reference import relative_error
-from parity import TOLERANCE, ported_pair
+from parity import TOLERANCE, assert_activations_used_once, assert_compiles, ported_pair
 
 B_VARIANTS = [f"efficientnet_b{i}" for i in range(8)]
 V2_VARIANTS = ["efficientnet_v2_s", "efficientnet_v2_m", "efficientnet_v2_l"]
@@ -159,14 +159,7 @@ def test_forward_features_is_the_last_stage():
 @pytest.mark.parametrize("name", ["efficientnet_b0", "efficientnet_v2_s"])
 def test_every_activation_module_is_used_once(name):
     model = minibones.create_model(name)
-    calls = {}
-    hooks = [m.register_forward_hook(lambda m, i, o: calls.__setitem__(m, calls.get(m, 0) + 1))
-             for m in model.modules() if isinstance(m, (nn.SiLU, nn.Sigmoid))]
-    model(torch.randn(1, 3, 64, 64))
-    for hook in hooks:
-        hook.remove()
-    assert len(calls) == len(hooks) and set(calls.values()) == {1}
-    assert not any(getattr(m, "inplace", False) for m in model.modules())
+    assert_activations_used_once(model, torch.randn(1, 3, 64, 64), (nn.SiLU, nn.Sigmoid))
 
 
 def test_stochastic_depth_is_random_in_training_only():
@@ -183,13 +176,5 @@ def test_stochastic_depth_is_random_in_training_only():
 
 
 def test_compiled_efficientnet_b0_gives_the_same_output_and_gradient():
-    # aot_eager instead of inductor (20-25 s of compiling on 2 cores): fullgraph=True still proves that
-    # forward and backward trace into single graphs, without breaks
     model = minibones.create_model("efficientnet_b0").eval()
-    x = torch.randn(2, 3, 64, 80, requires_grad=True)
-    expected = model(x)
-    (expected_grad,) = torch.autograd.grad(expected.sum(), x)
-    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")(x)
-    (grad,) = torch.autograd.grad(compiled.sum(), x)
-    torch.testing.assert_close(compiled, expected, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-5)
+    assert_compiles(model, torch.randn(2, 3, 64, 80))

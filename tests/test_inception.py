@@ -10,7 +10,7 @@ import minibones
 from minibones import count_parameters, load_reference_weights
 from minibones.models.inception import GoogLeNetOutputs, InceptionOutputs
 from minibones.reference import relative_error
-from parity import TOLERANCE, ported_pair
+from parity import TOLERANCE, assert_activations_used_once, ported_pair
 
 # GoogLeNet: the default size, and an odd one where every ceil_mode pool rounds up (see below)
 GOOGLENET_SIZES = [(224, 224), (97, 131)]
@@ -164,15 +164,7 @@ def test_aux_heads_on_small_images(with_aux):
 @pytest.mark.parametrize("name, size", [("googlenet", 64), ("inception_v3", 75)])
 def test_every_activation_module_is_used_once(name, size):
     model = minibones.create_model(name, num_classes=10, init_weights=False).eval()
-    calls = {}
-    hooks = [m.register_forward_hook(lambda m, i, o: calls.__setitem__(m, calls.get(m, 0) + 1))
-             for m in model.modules() if isinstance(m, torch.nn.ReLU)]
-    with torch.no_grad():
-        model(torch.randn(1, 3, size, size))
-    for hook in hooks:
-        hook.remove()
-    assert calls and set(calls.values()) == {1}
-    assert not any(getattr(m, "inplace", False) for m in model.modules())
+    assert_activations_used_once(model, torch.randn(1, 3, size, size), torch.nn.ReLU)
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from minibones import count_parameters
 from minibones.layers import SqueezeExcite, make_divisible
 from minibones.models.mobilenet import V2_ROWS, V3_LARGE, V3_SMALL
 from minibones.reference import relative_error
-from parity import TOLERANCE, ported_pair
+from parity import TOLERANCE, assert_activations_used_once, assert_compiles, ported_pair
 
 VARIANTS = ["mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small"]
 PUBLISHED = {
@@ -99,14 +99,7 @@ def test_feature_strides_are_2_4_8_16_32(name, channels):
 def test_every_activation_module_is_used_once(name):
     model = minibones.create_model(name)
     kinds = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid)
-    calls = {}
-    hooks = [m.register_forward_hook(lambda m, i, o: calls.__setitem__(m, calls.get(m, 0) + 1))
-             for m in model.modules() if isinstance(m, kinds)]
-    model(torch.randn(1, 3, 64, 64))
-    for hook in hooks:
-        hook.remove()
-    assert len(calls) == len(hooks) and set(calls.values()) == {1}
-    assert not any(getattr(m, "inplace", False) for m in model.modules())
+    assert_activations_used_once(model, torch.randn(1, 3, 64, 64), kinds)
 
 
 def test_v3_reset_classifier_keeps_the_hidden_layer():
@@ -118,13 +111,5 @@ def test_v3_reset_classifier_keeps_the_hidden_layer():
 
 
 def test_compiled_mobilenet_v3_small_gives_the_same_output_and_gradient():
-    # aot_eager instead of inductor (20-25 s of compiling on 2 cores): fullgraph=True still proves that
-    # forward and backward trace into single graphs, without breaks
     model = minibones.create_model("mobilenet_v3_small").eval()
-    x = torch.randn(2, 3, 64, 80, requires_grad=True)
-    expected = model(x)
-    (expected_grad,) = torch.autograd.grad(expected.sum(), x)
-    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")(x)
-    (grad,) = torch.autograd.grad(compiled.sum(), x)
-    torch.testing.assert_close(compiled, expected, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-5)
+    assert_compiles(model, torch.randn(2, 3, 64, 80))

@@ -6,7 +6,7 @@ import torchvision
 
 import minibones
 from minibones import count_parameters
-from parity import TOLERANCE, parity_error
+from parity import TOLERANCE, assert_activations_used_once, parity_error
 
 IMAGENET_RESNETS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 
@@ -62,14 +62,7 @@ def test_cifar_resnets_match_the_papers_table_6(name, n, params):
 
 def test_every_activation_module_is_used_once():
     model = minibones.create_model("resnet50")
-    calls = {}
-    hooks = [m.register_forward_hook(lambda m, i, o: calls.__setitem__(m, calls.get(m, 0) + 1))
-             for m in model.modules() if isinstance(m, torch.nn.ReLU)]
-    model(torch.randn(1, 3, 64, 64))
-    for hook in hooks:
-        hook.remove()
-    assert calls and set(calls.values()) == {1}
-    assert not any(getattr(m, "inplace", False) for m in model.modules())
+    assert_activations_used_once(model, torch.randn(1, 3, 64, 64), torch.nn.ReLU)
 
 
 def test_compiled_resnet18_gives_the_same_output():

@@ -6,7 +6,7 @@ import torch
 import minibones
 from minibones import count_parameters, load_reference_weights
 from minibones.reference import build_reference, calibrate_batch_norm_, randomize_, relative_error
-from parity import TOLERANCE
+from parity import TOLERANCE, assert_activations_used_once, assert_compiles
 
 # torchvision's published parameter counts (the ``num_params`` of each weights' meta data)
 PARAMETERS = {
@@ -113,25 +113,8 @@ def vgg11():
 
 
 def test_every_activation_module_is_used_once(vgg11):
-    calls = {}
-    hooks = [m.register_forward_hook(lambda m, i, o: calls.__setitem__(m, calls.get(m, 0) + 1))
-             for m in vgg11.modules() if isinstance(m, torch.nn.ReLU)]
-    with torch.no_grad():
-        vgg11(torch.randn(1, 3, 32, 32))
-    for hook in hooks:
-        hook.remove()
-    assert len(calls) == 8 + 2 and set(calls.values()) == {1}  # 8 convs, fc6, fc7
-    assert not any(getattr(m, "inplace", False) for m in vgg11.modules())
+    assert_activations_used_once(vgg11, torch.randn(1, 3, 32, 32), torch.nn.ReLU, count=8 + 2)  # 8 convs, fc6, fc7
 
 
 def test_compiled_vgg11_gives_the_same_output_and_gradients(vgg11):
-    # aot_eager traces forward *and* backward through AOTAutograd, and fullgraph=True fails on
-    # any graph break; the default inductor backend would add ~20 s of code generation here.
-    # (The other families use the cheaper "eager" backend: capture only.)
-    x = torch.randn(2, 3, 32, 32, requires_grad=True)
-    expected = vgg11(x)
-    (expected_grad,) = torch.autograd.grad(expected.sum(), x)
-    compiled = torch.compile(vgg11, fullgraph=True, backend="aot_eager")(x)
-    (grad,) = torch.autograd.grad(compiled.sum(), x)
-    torch.testing.assert_close(compiled, expected)
-    torch.testing.assert_close(grad, expected_grad)
+    assert_compiles(vgg11, torch.randn(2, 3, 32, 32))

@@ -10,7 +10,7 @@ import minibones
 from minibones import count_parameters, load_reference_weights
 from minibones.models.vit import resample_position_embedding
 from minibones.reference import randomize_, relative_error
-from parity import TOLERANCE, ported_pair
+from parity import TOLERANCE, assert_activations_used_once, assert_compiles, ported_pair
 
 # torchvision's nn.MultiheadAttention fast path and ours (F.scaled_dot_product_attention)
 # round differently, by ~1e-6 relative: compare relatively, never bit for bit.
@@ -234,25 +234,8 @@ def test_patch_embedding_is_a_linear_map_of_each_flattened_patch(tiny):
 
 
 def test_every_activation_module_is_used_once(tiny):
-    calls = {}
-    hooks = [m.register_forward_hook(lambda m, i, o: calls.__setitem__(m, calls.get(m, 0) + 1))
-             for m in tiny.modules() if isinstance(m, torch.nn.GELU)]
-    tiny(torch.randn(1, 3, 32, 32))
-    for hook in hooks:
-        hook.remove()
-    assert len(calls) == 8 and set(calls.values()) == {1}
-    assert not any(getattr(m, "inplace", False) for m in tiny.modules())
+    assert_activations_used_once(tiny, torch.randn(1, 3, 32, 32), torch.nn.GELU, count=8)
 
 
 def test_compiled_vit_gives_the_same_output_and_gradients(tiny):
-    # aot_eager traces forward and backward like inductor does (fullgraph: no graph breaks)
-    # without inductor's ~20 s of code generation on this CPU
-    torch._dynamo.reset()  # a fresh start: compiling after another model's compilation takes twice as long
-    x = torch.randn(2, 3, 32, 32)
-    compiled = torch.compile(tiny, fullgraph=True, backend="aot_eager")
-    expected = tiny(x)
-    output = compiled(x)
-    torch.testing.assert_close(output, expected, rtol=1e-4, atol=1e-5)
-    (grad,) = torch.autograd.grad(output.sum(), tiny.pos_embed)
-    (expected_grad,) = torch.autograd.grad(expected.sum(), tiny.pos_embed)
-    torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-5)
+    assert_compiles(tiny, torch.randn(2, 3, 32, 32), wrt=tiny.pos_embed)

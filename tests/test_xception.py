@@ -7,7 +7,7 @@ import minibones
 from minibones import count_parameters
 from minibones.models.xception import SeparableConv
 from minibones.reference import relative_error
-from parity import TOLERANCE, ported_pair
+from parity import TOLERANCE, assert_activations_used_once, ported_pair
 
 WIDTHS = [64, 128, 256, 728, 2048]
 
@@ -83,15 +83,7 @@ def test_images_smaller_than_7_pixels_are_rejected_with_a_clear_message():
 
 def test_every_activation_module_is_used_once(ported):
     model, _ = ported
-    calls = {}
-    hooks = [m.register_forward_hook(lambda m, i, o: calls.__setitem__(m, calls.get(m, 0) + 1))
-             for m in model.modules() if isinstance(m, torch.nn.ReLU)]
-    with torch.no_grad():
-        model(torch.randn(1, 3, 64, 64))
-    for hook in hooks:
-        hook.remove()
-    assert calls and set(calls.values()) == {1}
-    assert not any(getattr(m, "inplace", False) for m in model.modules())
+    assert_activations_used_once(model, torch.randn(1, 3, 64, 64), torch.nn.ReLU)
 
 
 def test_compiles_without_graph_breaks_and_gives_the_same_output_and_gradients(ported):
