@@ -238,8 +238,13 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    groups = parameter_groups(model, config.weight_decay)
+def make_optimizer(model: nn.Module, config: TrainConfig, groups: list[dict] | None = None) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum or AdamW over ``groups`` (default: :func:`parameter_groups`).
+
+    A group with its own ``"lr"`` keeps it (and the schedule scales it like the others):
+    that is how discriminative fine-tuning gives each stage its own rate.
+    """
+    groups = groups if groups is not None else parameter_groups(model, config.weight_decay)
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
     return torch.optim.AdamW(groups, lr=config.lr)
@@ -255,8 +260,9 @@ def make_scheduler(optimizer, config: TrainConfig, total_steps: int):
             raise ValueError(f"a one-cycle schedule needs at least 4 steps, this run has {total_steps}; "
                              "train longer or use schedule='constant'")
         warmup = min(max(2, warmup), total_steps - 2)  # torch's OneCycleLR needs two steps in each phase
+        peaks = [group["lr"] for group in optimizer.param_groups]  # config.lr unless a group has its own
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=warmup / total_steps
+            optimizer, max_lr=peaks, total_steps=total_steps, pct_start=warmup / total_steps
         )
     if config.schedule == "cosine":
 
@@ -351,6 +357,7 @@ def fit(
     data: Data | tuple,
     config: TrainConfig | None = None,
     *,
+    param_groups: list[dict] | None = None,
     callbacks: list[Callable[[StepInfo], None]] = (),
 ) -> History:
     """Train ``model`` on ``data`` and return its :class:`History`.
@@ -364,7 +371,9 @@ def fit(
     ``out/history.json`` holds the rows so far; if ``last.pt`` is already there (and
     ``resume``), training continues from it, and the result is identical to a run
     that was never stopped (exactly, on the CPU). ``callbacks`` are called after
-    every optimizer step with a :class:`StepInfo`.
+    every optimizer step with a :class:`StepInfo`. ``param_groups`` replaces the default
+    optimizer groups, for example one learning rate per stage from
+    :func:`minibones.transfer.param_groups`.
     """
     config = config or TrainConfig()
     rank, world_size = rank_and_world_size()
@@ -382,7 +391,7 @@ def fit(
     else:
         train_loader, test_loader = data
     steps_per_epoch = len(train_loader)
-    optimizer = make_optimizer(model, config)
+    optimizer = make_optimizer(model, config, param_groups)
     scheduler = make_scheduler(optimizer, config, config.epochs * steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=False)  # bf16 needs no loss scaling; kept for checkpoints
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp)
@@ -460,7 +469,7 @@ def fit(
                 checkpoint_path.is_file() else "no checkpoint was written"
             raise NonFiniteLossError(
                 f"the training loss became {loss_sum / max(seen, 1)} in epoch {position.epoch + 1} (seen at batch "
-                f"{position.batch} of {steps_per_epoch}, learning rate {optimizer.param_groups[0]['lr']:.3g}). "
+                f"{position.batch} of {steps_per_epoch}, learning rate {max(g['lr'] for g in optimizer.param_groups):.3g}). "
                 f"Training stopped and {kept}. "
                 "Try a lower learning rate or a longer warm-up, turn AMP off, or check the inputs for NaNs."
             )
@@ -502,7 +511,7 @@ def fit(
                     if position.batch % config.log_every == 0 or (interrupt.requested and world_size == 1):
                         totals, stop = sync(interrupt.requested)
                         bar.set_postfix(loss=f"{totals[0] / totals[2]:.3f}", acc=f"{totals[1] / totals[2]:.1%}",
-                                        lr=f"{optimizer.param_groups[0]['lr']:.3g}", refresh=False)
+                                        lr=f"{max(g['lr'] for g in optimizer.param_groups):.3g}", refresh=False)
                         if stop:
                             raise _StopRequested
                 totals, stop = sync(interrupt.requested)  # the whole epoch, all processes
@@ -511,7 +520,7 @@ def fit(
                 test_loss, test_acc = evaluate(eval_net, test_loader, loss_fn, autocast, device, memory_format)
                 history.rows.append({
                     "epoch": epoch + 1, "train_loss": totals[0] / totals[2], "train_acc": totals[1] / totals[2],
-                    "test_loss": test_loss, "test_acc": test_acc, "lr": optimizer.param_groups[0]["lr"],
+                    "test_loss": test_loss, "test_acc": test_acc, "lr": max(g["lr"] for g in optimizer.param_groups),
                     "images_per_s": (totals[2] - images_before) / seconds, "seconds": seconds,
                 })
                 images_before = 0.0

@@ -214,7 +214,8 @@ def param_groups(
 
 # --- the experiment: linear probe vs fine-tuning vs from scratch ----------------------
 
-RECIPES = ("linear_probe", "fine_tune", "from_scratch")
+RECIPES = ("linear_probe", "fine_tune", "from_scratch")  # the default comparison
+ALL_RECIPES = RECIPES + ("discriminative",)
 
 
 def class_subset(data: Data, classes, name: str | None = None) -> Data:
@@ -297,6 +298,7 @@ def transfer_experiment(
     config=None,
     recipes: tuple[str, ...] = RECIPES,
     fine_tune_lr_scale: float = 0.1,
+    stage_decay: float = 0.5,
     seed: int = 0,
 ) -> TransferResult:
     """Train ``model`` on ``target`` (a :class:`~minibones.data.Data`) three ways and compare.
@@ -312,11 +314,14 @@ def transfer_experiment(
       * ``linear_probe``: :func:`freeze` everything but a new classifier, at ``config.lr``;
       * ``fine_tune``: everything, from the pretrained weights, at ``fine_tune_lr_scale * config.lr``
         (large steps would wreck the features the run is meant to reuse);
-      * ``from_scratch``: the same network, randomly initialised, at ``config.lr``.
+      * ``from_scratch``: the same network, randomly initialised, at ``config.lr``;
+      * ``discriminative`` (not in the default list): everything, with one rate per stage
+        (:func:`param_groups`): ``config.lr`` for the new classifier and the head, then
+        ``stage_decay`` times less for each stage further from it (Howard & Ruder 2018).
     """
-    unknown = set(recipes) - set(RECIPES)
+    unknown = set(recipes) - set(ALL_RECIPES)
     if unknown:
-        raise ValueError(f"unknown recipes {sorted(unknown)}; choose from {RECIPES}")
+        raise ValueError(f"unknown recipes {sorted(unknown)}; choose from {ALL_RECIPES}")
     config = replace(config or TrainConfig(epochs=5), out=None)
 
     # the starting point
@@ -354,10 +359,13 @@ def transfer_experiment(
             if recipe == "linear_probe":
                 freeze(net)
         lr = base_lr * fine_tune_lr_scale if recipe == "fine_tune" else base_lr
+        groups = param_groups(net, lr, decay=stage_decay, weight_decay=config.weight_decay) \
+            if recipe == "discriminative" else None
         trainable[recipe] = sum(p.numel() for p in net.parameters() if p.requires_grad)
         total = sum(p.numel() for p in net.parameters())
         if config.verbose:
-            print(f"{recipe}: {trainable[recipe]:,} of {total:,} parameters trained, lr {lr:.3g}")
-        runs[recipe] = fit(net, target, replace(config, lr=lr))
+            rates = f"lr {lr:.3g}" if groups is None else f"lr {min(g['lr'] for g in groups):.3g} to {lr:.3g} by stage"
+            print(f"{recipe}: {trainable[recipe]:,} of {total:,} parameters trained, {rates}")
+        runs[recipe] = fit(net, target, replace(config, lr=lr), param_groups=groups)
         del net
     return TransferResult(model, source_name, target.name, runs, trainable, total)

@@ -126,3 +126,33 @@ def test_a_short_transfer_run_compares_the_three_recipes():
     assert all(row["epochs"] == 1 and 0 <= row["final_test_acc"] <= 1 for row in rows.values())
     assert "| linear_probe | 325 of" in result.table()
     assert len(result.plot().axes[0].lines) == 3
+
+
+def test_fit_trains_each_parameter_group_at_its_own_rate():
+    from minibones.data import load_data
+    from minibones.train import TrainConfig, fit
+
+    data = load_data("digits", verbose=False).subset(train=64, test=16)
+    torch.manual_seed(0)
+    model = minibones.create_model("resnet20", num_classes=10)
+    head = list(model.head.parameters())
+    rest = [p for p in model.parameters() if all(p is not h for h in head)]
+    groups = [{"params": head, "lr": 0.05}, {"params": rest, "lr": 0.0}]  # only the head may move
+    stem_before = model.stem.conv.weight.detach().clone()
+    fc_before = model.head.fc.weight.detach().clone()
+    fit(model, data, TrainConfig(epochs=1, batch_size=16, progress=False, verbose=False), param_groups=groups)
+    torch.testing.assert_close(model.stem.conv.weight, stem_before, rtol=0, atol=1e-9)
+    assert not torch.allclose(model.head.fc.weight, fc_before)
+
+
+def test_discriminative_fine_tuning_is_a_recipe_of_the_experiment():
+    from minibones.data import load_data
+    from minibones.train import TrainConfig
+
+    digits = load_data("digits", verbose=False)
+    target = class_subset(digits, range(5, 10)).subset(train=64, test=16)
+    config = TrainConfig(epochs=1, batch_size=16, progress=False, verbose=False)
+    start = minibones.create_model("resnet20", num_classes=5)
+    result = transfer_experiment("resnet20", target, source=start, config=config, recipes=("discriminative",))
+    (row,) = result.rows
+    assert row["recipe"] == "discriminative" and row["trainable_params"] == result.total
