@@ -98,7 +98,8 @@ class Preprocess:
         if isinstance(image, np.ndarray):
             if image.ndim != 3 or image.shape[2] not in (3, 4):
                 raise ValueError(f"expected an (H, W, 3) RGB array, got shape {image.shape}")
-            image = torch.from_numpy(np.ascontiguousarray(image[:, :, :3])).permute(2, 0, 1)
+            # a copy: arrays from image readers are often read-only, which torch.from_numpy warns about
+            image = torch.from_numpy(np.array(image[:, :, :3], copy=True)).permute(2, 0, 1)
         elif isinstance(image, Tensor):
             if image.ndim != 3 or image.shape[0] != 3:
                 raise ValueError(f"expected a (3, H, W) RGB tensor, got shape {tuple(image.shape)}")

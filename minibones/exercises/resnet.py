@@ -1,0 +1,115 @@
+"""Checkers for the exercises of notebook 02 (ResNet, He et al. 2016).
+
+Every true answer is computed from the library: the layers of a network built
+with the learner's answer, the parameters of a real ``BasicBlock``/``Bottleneck``
+or shortcut module. Nothing is read from a stored table.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from minibones.backbone import ModelConfig, count_parameters
+from minibones.exercises import verdict
+from minibones.models.resnet import PAPER, BasicBlock, Bottleneck, ProjectionShortcut, ResNet, ZeroPadShortcut
+
+BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+SHORTCUTS = {"identity": None, "zero-pad": ZeroPadShortcut, "projection": ProjectionShortcut}
+
+
+def _positive_int(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{what} must be a positive whole number, got {value!r}")
+    return value
+
+
+def _whole_number(answer) -> int:
+    if isinstance(answer, bool) or not isinstance(answer, (int, float)) or answer != int(answer):
+        raise ValueError(f"the answer must be a whole number, got {type(answer).__name__} {answer!r}")
+    return int(answer)
+
+
+def weighted_layers(model: nn.Module) -> int:
+    """Convs and fully connected layers on the main path, as the papers count depth
+    (the 1x1 projection shortcuts are not counted: ResNet-50 has 50, not 54)."""
+    count = 0
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and ".shortcut." not in f".{name}.":
+            count += 1
+    return count
+
+
+def check_blocks_per_stage(answer: int, depth: int) -> None:
+    """Is ``answer`` the number n of basic blocks per stage that gives He et al.'s CIFAR
+    network (section 4.2: three stages of n blocks, widths 16/32/64) ``depth`` weighted layers?
+
+    The truth is not a formula typed here: the network is built with n = ``answer``
+    blocks per stage and its weighted layers are counted (:func:`weighted_layers`).
+
+    Why: the paper's 110- and 1202-layer nets are the same design with a larger n;
+    depth is the one thing that changes.
+    """
+    depth = _positive_int(depth, "depth")
+    answer = _whole_number(answer)
+    if answer < 1:
+        return verdict(False, "every stage has at least one block; each block has two 3x3 convs, and the "
+                              "network adds a stem conv and a fully connected layer")
+    config = ModelConfig(name=f"cifar_resnet_n{answer}", reference="none", paper=PAPER)
+    net = ResNet(BasicBlock, (answer,) * 3, config, num_classes=10, widths=(1, 2, 4), stem="cifar")  # tiny widths:
+    built = weighted_layers(net)  # the count does not depend on them
+    if built == depth:
+        return verdict(True, "")
+    more_or_less = "too many" if built > depth else "too few"
+    return verdict(False, f"with n = {answer} the network has {built} weighted layers, {more_or_less}; "
+                          "count the convs of one stage, then of three, then add the stem conv and the fc layer")
+
+
+def check_block_parameters(answer: int, block: str, in_channels: int, channels: int) -> None:
+    """Is ``answer`` the number of parameters of ``block`` (``"basic"`` or ``"bottleneck"``)
+    built as ``Block(in_channels, channels)`` (stride 1), batch-norm scales and shifts included?
+
+    Why: a bottleneck does its 3x3 conv at a quarter of the block's width; comparing the
+    two blocks at the same output width shows what that saves.
+    """
+    if block not in BLOCKS:
+        raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {block!r}")
+    in_channels = _positive_int(in_channels, "in_channels")
+    channels = _positive_int(channels, "channels")
+    answer = _whole_number(answer)
+    module = BLOCKS[block](in_channels, channels)
+    truth = count_parameters(module)
+    shortcut = count_parameters(module.shortcut)
+    if shortcut and answer != truth and answer == truth - shortcut:
+        return verdict(False, "in_channels differs from the block's output width, so its shortcut is a 1x1 "
+                              "projection conv with a batch norm: count it too")
+    convs = "3x3, 3x3" if block == "basic" else "1x1, 3x3, 1x1 (the last one expands by 4)"
+    return verdict(answer == truth, f"the convs ({convs}) have no bias; each batch norm has 2 parameters per "
+                                    "channel (its scale and shift)")
+
+
+def check_shortcut_parameters(answer: int, kind: str, in_channels: int, out_channels: int, stride: int = 2) -> None:
+    """Is ``answer`` the number of parameters of a shortcut of ``kind`` (``"identity"``,
+    ``"zero-pad"``: option A of section 3.3, ``"projection"``: option B) from
+    ``in_channels`` to ``out_channels`` at ``stride``?
+
+    Why: the paper's three options differ in cost, and the CIFAR nets (option A) add
+    no parameter at all.
+    """
+    if kind not in SHORTCUTS:
+        raise ValueError(f"kind must be one of {sorted(SHORTCUTS)}, got {kind!r}")
+    in_channels = _positive_int(in_channels, "in_channels")
+    out_channels = _positive_int(out_channels, "out_channels")
+    stride = _positive_int(stride, "stride")
+    answer = _whole_number(answer)
+    if SHORTCUTS[kind] is None:
+        if in_channels != out_channels or stride != 1:
+            raise ValueError("an identity shortcut needs in_channels == out_channels and stride 1")
+        module = nn.Identity()
+    else:
+        module = SHORTCUTS[kind](in_channels, out_channels, stride)
+    truth = count_parameters(module)
+    return verdict(answer == truth, f"read the {type(module).__name__} class: which layers does it have, and "
+                                    "which of them have weights? (a 1x1 conv has in*out weights, no bias)")
+
+
+__all__ = ["check_block_parameters", "check_blocks_per_stage", "check_shortcut_parameters", "weighted_layers"]
