@@ -53,7 +53,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from minibones.backbone import Backbone
+from minibones.backbone import Backbone, ModelConfig
 from minibones.porting import load_reference_weights
 
 IMAGENET_CLASSES = 1000
@@ -382,7 +382,10 @@ def preprocess_for(model: nn.Module) -> Preprocess:
     published one, else (teaching variants) resize by 1/0.875 and crop to ``config.input_size``."""
     if isinstance(getattr(model, "transforms", None), Preprocess):
         return model.transforms
-    config = model.config
+    config = getattr(model, "config", None)
+    if not isinstance(config, ModelConfig):
+        raise TypeError(f"{type(model).__name__} is not a minibones model, so its preprocessing is unknown: "
+                        "pass preprocess=preprocess_for(the minibones model), or a Preprocess of your own")
     try:
         return weights_for(model).preprocess
     except (PretrainedWeightsError, ImportError, ValueError):

@@ -284,3 +284,13 @@ def test_predict_explains_a_wrong_number_of_class_names():
     model = minibones.create_model("resnet18", num_classes=10)
     with pytest.raises(ValueError, match="10 outputs but 1000 class names"):
         predict(model, torch.rand(3, 64, 64))
+
+
+def test_predicting_with_a_reference_model_asks_for_its_preprocessing():
+    import torchvision
+
+    from minibones.pretrained import predict
+
+    reference = torchvision.models.resnet18()
+    with pytest.raises(TypeError, match="pass preprocess=preprocess_for"):
+        predict(reference, torch.zeros(3, 32, 32))
