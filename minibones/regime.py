@@ -52,7 +52,7 @@ def choose_regime(quick: dict | None = None, full: dict | None = None, verbose: 
     regime = Regime(name, device, reason, settings)
     if verbose:
         print(f"regime: {name} ({reason})")
-        print(f"device: {device}" + (f" ({torch.cuda.get_device_name(device)})" if cuda else f" ({torch.get_num_threads()} threads)"))
+        print(f"device: {device}" + (f" ({torch.cuda.get_device_name(device)})" if cuda else f" ({torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''})"))
         for key, value in settings.items():
             print(f"{key}: {value}")
     return regime
