@@ -128,3 +128,10 @@ def test_wrong_inputs_say_what_is_expected(resnet20):
         viz.attribute(resnet20, torch.randn(2, 3, 32, 32), "saliency")
     with pytest.raises(ValueError, match="attention maps need a ViT"):
         viz.attention_maps(resnet20, torch.randn(1, 3, 32, 32))
+
+
+def test_a_map_that_is_exactly_zero_is_refused_with_the_reason():
+    torch.manual_seed(0)
+    vit = minibones.create_model("vit_tiny_cifar")  # torchvision's init: the classifier starts at zero
+    result = viz.attribute(vit, torch.randn(1, 3, 32, 32), "saliency", target=3)
+    assert not result.ok and "exactly zero" in result.note

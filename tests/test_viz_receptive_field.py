@@ -282,3 +282,8 @@ def test_receptive_field_plot_has_the_box_and_the_effective_field():
     fig = plot_receptive_field(minibones.create_model("resnet20"), "cat", layer="conv3_x", samples=2)
     assert len(fig.axes) == 2 and len(fig.axes[0].patches) == 1 and len(fig.axes[1].patches) == 1
     plt.close(fig)
+
+
+def test_a_network_on_grey_images_can_be_traced():
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3, stride=2))
+    assert [rf.size for rf in receptive_fields(net, 16, layers="all") if rf.name in ("0", "2")] == [(3, 3), (5, 5)]

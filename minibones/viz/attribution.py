@@ -8,16 +8,19 @@ The methods (all but the attention ones through captum):
 
 ==========================  ==========================================================
 ``saliency``                |d score / d pixel|, max over colours (Simonyan et al. 2014)
-``integrated_gradients``    path integral of gradients from a black image (Sundararajan et al. 2017)
+``integrated_gradients``    path integral of gradients from the zero input (Sundararajan et al. 2017)
 ``smoothgrad``              saliency averaged over noisy copies (Smilkov et al. 2017), via ``NoiseTunnel``
 ``occlusion``               score drop when a patch is set to the mean colour (Zeiler & Fergus 2014)
 ``guided_backprop``         gradients with negative values stopped at each ReLU (Springenberg et al. 2015)
-``deeplift``                DeepLIFT rescale rule against a black image (Shrikumar et al. 2017)
+``deeplift``                DeepLIFT rescale rule against the zero input (Shrikumar et al. 2017)
 ``gradcam``                 channel-weighted activations of a stage, ReLU, upsampled (Selvaraju et al. 2017)
 ``guided_gradcam``          guided backprop x Grad-CAM (same paper)
 ``attention``               ViT only: the class token's attention to the patches in the last block
 ``attention_rollout``       ViT only: attention multiplied through all blocks (Abnar & Zuidema 2020)
 ==========================  ==========================================================
+
+The zero input of the last two is zero *after* normalisation: the dataset's mean colour (a
+dark grey for the digits, a brownish grey for ImageNet), not a black image.
 
 Where a method does not mean what it claims on a model, the toolkit *says so* (the
 result has ``map=None`` and a ``note``) instead of drawing a misleading picture:
@@ -27,8 +30,9 @@ result has ``map=None`` and a ``note``) instead of drawing a misleading picture:
   returns (partly) the plain gradient, so guided backprop and guided Grad-CAM are refused.
 * ``DeepLift`` has rules for ReLU, sigmoid, tanh, softmax and max pooling only; elsewhere it
   falls back to gradients and its attributions stop summing to ``f(x) - f(baseline)``.
-  Even on ReLU-only networks it can be far off (GoogLeNet, Inception-v3 and Xception: ~100%;
-  for the first two, its max-pool rule is the cause). The convergence delta is always reported; the map is refused
+  Even on ReLU-only networks it can be far off (measured with random weights: up to ~100% on
+  GoogLeNet, Inception-v3 and Xception, depending on the weights and the image; for the first
+  two, its max-pool rule is the cause). The convergence delta is always reported; the map is refused
   when the delta exceeds 10% of the output difference.
 * ``LayerGradCam`` assumes (N, C, H, W) activations. ViT's tokens are (N, 1 + HW, D): the
   patch tokens are reshaped to a grid (class token dropped) before weighting, and the last
@@ -159,8 +163,13 @@ def attribute(
     name = model_label(model)
     result = Attribution(method, name, target, None)
     compute = globals()[f"_{method}"]
-    return compute(model, x, target, result, layer=layer, steps=steps, internal_batch_size=internal_batch_size,
-                   samples=samples, noise=noise, window=window)
+    result = compute(model, x, target, result, layer=layer, steps=steps, internal_batch_size=internal_batch_size,
+                     samples=samples, noise=noise, window=window)
+    if result.ok and not result.map.any():
+        result.map = None  # an empty panel would look like "nothing matters" rather than "cannot tell"
+        result.note = (f"the map is exactly zero: the score of class {target} does not depend on the input "
+                       "(an untrained classifier initialised to zero, as ViT's is, does that)")
+    return result
 
 
 # --- the methods --------------------------------------------------------------------------
@@ -245,8 +254,8 @@ def _deeplift(model, x, target, result, **_):
     if not missing:
         # measured on ReLU-only networks with random weights: GoogLeNet and Inception-v3 are ~100% off
         # and become exact once their max pools are average pools; Xception is ~100% off for another reason
-        reasons.append("captum's DeepLift rules do not add up on this architecture (on GoogLeNet and Inception-v3 "
-                       "its max-pool rule is the culprit: with average pools they are exact)")
+        reasons.append("captum's DeepLift rules do not add up on this architecture (max pooling is a known "
+                       "culprit: with average pools instead, GoogLeNet and Inception-v3 become exact)")
     result.note = (f"{'; '.join(reasons)}. Not drawn: the attributions miss "
                    f"f(x) - f(baseline) by {result.delta:.0%} (more than {DEEPLIFT_MAX_DELTA:.0%}), so the map "
                    "does not explain the score.")

@@ -97,6 +97,13 @@ class ReceptiveField:
         return f"{self.name}: size {size}{extra}, stride {_fmt(self.stride)}, padding {_fmt(self.padding)}"
 
 
+def _in_channels(model: nn.Module) -> int:
+    """The channels the model reads: those of its first conv (3 for every backbone here, 1 for a
+    network on grey images), so that any network can be traced, not only RGB ones."""
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return first.in_channels if first is not None else 3
+
+
 def receptive_fields(
     model: nn.Module,
     input_size: int | tuple[int, int] | None = None,
@@ -122,7 +129,7 @@ def receptive_fields(
     height, width = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
     # Only shapes matter, so the pass runs on the "meta" device: the input and (for the
     # duration of the pass) the parameters are meta tensors, which have a shape and no data.
-    x = torch.zeros(1, 3, height, width, device="meta")
+    x = torch.zeros(1, _in_channels(model), height, width, device="meta")
 
     tracer = _GeometryTracer()
     tracer.set(x, _Geometry.identity())
@@ -227,7 +234,7 @@ def effective_receptive_field(
     if inputs is None:
         size = input_size or model.config.input_size[1]
         generator = torch.Generator().manual_seed(seed)
-        inputs = torch.randn(samples, 3, size, size, generator=generator)
+        inputs = torch.randn(samples, _in_channels(model), size, size, generator=generator)
     inputs = inputs.to(device=_device(model), dtype=_dtype(model)).clone().requires_grad_(True)
     was_training = model.training
     model.eval()
