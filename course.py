@@ -49,7 +49,10 @@ def setup() -> None:
     if STAMP.exists() and STAMP.read_text().strip() == fingerprint():
         return
     print("installing minibones and its pinned dependencies into .venv (a few minutes, once)", flush=True)
-    subprocess.run([str(PYTHON), "-m", "pip", "install", "--quiet", "-e", ".[course,test]"], cwd=ROOT, check=True)
+    # --no-compile: Python compiles the modules it actually imports on first use; compiling
+    # every file of every package up front (torch alone has thousands) only costs time
+    subprocess.run([str(PYTHON), "-m", "pip", "install", "--quiet", "--no-compile", "-e", ".[course,test]"],
+                   cwd=ROOT, check=True)
     STAMP.write_text(fingerprint())
 
 
