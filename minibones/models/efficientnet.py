@@ -22,10 +22,10 @@ Read this file next to the papers:
 
 What the released models do that the paper does not say:
   * The B1-B7 coefficients (width, depth, resolution) of the official release, which torchvision copies,
-    are *not* exactly equation 3 at some phi: B1-B3 are (phi = 0.5, 1, 2, rounded to 0.1 and to 10 pixels),
-    but B4-B7 are 10-15% shallower than alpha ** phi at the phi their resolution implies. No single phi
-    reproduces them (tensorflow/tpu issues 390 and 738), so the table below lists the released values and
-    ``tests/test_efficientnet.py`` measures how far they are from equation 3.
+    are *not* all equation 3 at some phi. B1-B3 are (phi = 0.5, 1, 2, rounded to 0.1 and to 10 pixels),
+    and are derived that way below; B4-B7 are 10-15% shallower than alpha ** phi at the phi their
+    resolution implies, and no single phi reproduces them (tensorflow/tpu issues 390 and 738), so they are
+    the released values, and ``tests/test_efficientnet.py`` measures how far they are from equation 3.
   * Every channel count goes through ``make_divisible`` (multiples of 8), every depth through ``ceil``.
   * BatchNorm: B0-B4 (weights trained in PyTorch) use PyTorch's eps=1e-5, momentum=0.1; B5-B7 (ported from
     TensorFlow) eps=1e-3, momentum=0.01; V2 eps=1e-3.
@@ -272,14 +272,23 @@ def compound_scaling(phi: float) -> tuple[float, float, float]:
     return BETA**phi, ALPHA**phi, B0_RESOLUTION * GAMMA**phi
 
 
-# The released B0-B7 (tensorflow/tpu efficientnet_builder.py, copied by torchvision):
-#                    width depth resolution dropout
+def released_rounding(phi: float) -> tuple[float, float, int]:
+    """Equation 3 rounded as the official release rounds it: the width and depth
+    coefficients to 0.1, the resolution to 10 pixels."""
+    width, depth, resolution = compound_scaling(phi)
+    return round(width, 1), round(depth, 1), int(round(resolution, -1))
+
+
+# B0-B7 as released (tensorflow/tpu efficientnet_builder.py, copied by torchvision):
+#                    (width, depth, resolution), dropout
 EFFICIENTNET_B = {
-    "efficientnet_b0": (1.0, 1.0, 224, 0.2),
-    "efficientnet_b1": (1.0, 1.1, 240, 0.2),  # equation 3 at phi = 0.5, rounded
-    "efficientnet_b2": (1.1, 1.2, 260, 0.3),  # phi = 1 (torchvision's B2 weights are evaluated at 288)
-    "efficientnet_b3": (1.2, 1.4, 300, 0.3),  # phi = 2
-    "efficientnet_b4": (1.4, 1.8, 380, 0.4),  # from here on shallower than alpha ** phi (see the module docstring)
+    "efficientnet_b0": (1.0, 1.0, B0_RESOLUTION, 0.2),  # the baseline, phi = 0
+    "efficientnet_b1": (*released_rounding(0.5), 0.2),  # (1.0, 1.1, 240)
+    "efficientnet_b2": (*released_rounding(1), 0.3),  # (1.1, 1.2, 260); torchvision evaluates its weights at 288
+    "efficientnet_b3": (*released_rounding(2), 0.3),  # (1.2, 1.4, 300)
+    # From B4 on, no phi gives the released coefficients: they are shallower than alpha ** phi at the
+    # phi their width implies (see the module docstring), so they are the release's own numbers.
+    "efficientnet_b4": (1.4, 1.8, 380, 0.4),
     "efficientnet_b5": (1.6, 2.2, 456, 0.4),
     "efficientnet_b6": (1.8, 2.6, 528, 0.5),
     "efficientnet_b7": (2.0, 3.1, 600, 0.5),
