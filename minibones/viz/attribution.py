@@ -123,6 +123,10 @@ def predicted_class(model: nn.Module, x: Tensor) -> int:
         return int(model(x).argmax(1)[0])
 
 
+# methods that read how the score changes with the input pixels: an all-zero map means it does not
+INPUT_GRADIENT_METHODS = ("saliency", "integrated_gradients", "smoothgrad", "occlusion", "guided_backprop", "deeplift")
+
+
 def attribute(
     model: nn.Module,
     x: Tensor,
@@ -165,8 +169,10 @@ def attribute(
     compute = globals()[f"_{method}"]
     result = compute(model, x, target, result, layer=layer, steps=steps, internal_batch_size=internal_batch_size,
                      samples=samples, noise=noise, window=window)
-    if result.ok and not result.map.any():
-        result.map = None  # an empty panel would look like "nothing matters" rather than "cannot tell"
+    if result.ok and method in INPUT_GRADIENT_METHODS and not result.map.any():
+        # an empty panel would read as "no pixel matters" when the truth is "the score is constant";
+        # (Grad-CAM, by contrast, is legitimately zero when a stage holds only evidence against the class)
+        result.map = None
         result.note = (f"the map is exactly zero: the score of class {target} does not depend on the input "
                        "(an untrained classifier initialised to zero, as ViT's is, does that)")
     return result
