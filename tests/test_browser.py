@@ -94,6 +94,9 @@ def test_notebook_00_runs_in_jupyterlab_in_a_real_browser(lab):
             page.goto(f"{url}/lab/tree/{NOTEBOOK}?token={token}", timeout=90_000)
             page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
             page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
+            # the kernel itself must be up (the status bar says so), not only the page: on a loaded
+            # machine "Run All Cells" sent before that is lost and no cell ever runs
+            page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=120_000)
             cells = page.locator(".jp-Notebook .jp-CodeCell").count()
             page.get_by_role("menuitem", name="Run", exact=True).click()
             page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
