@@ -15,6 +15,20 @@ import minibones
 from minibones.backbone import count_parameters
 
 
+def positive_int(value, what: str) -> int:
+    """``value`` if it is a whole number of at least 1 (a size, a count), else a clear error."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{what} must be a positive whole number, got {value!r}")
+    return value
+
+
+def as_number(answer, what: str) -> float:
+    """A learner's numeric answer as a float; anything else (a string, a tuple) gets a clear error."""
+    if isinstance(answer, bool) or not isinstance(answer, (int, float)):
+        raise ValueError(f"give {what} as a number, got {answer!r}")
+    return float(answer)
+
+
 def verdict(correct: bool, hint: str) -> None:
     """Print the one-line verdict every checker gives: "correct", or "not yet: <hint>"."""
     print("correct" if correct else f"not yet: {hint}")

@@ -13,21 +13,9 @@ import torch
 
 import minibones
 from minibones.backbone import count_parameters
-from minibones.exercises import verdict
+from minibones.exercises import as_number, positive_int, verdict
 from minibones.layers import DropPath
 from minibones.models.efficientnet import ALPHA, BETA, EFFICIENTNET_B, GAMMA, MBConv
-
-
-def _positive_int(value, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{what} must be a positive whole number, got {value!r}")
-    return value
-
-
-def _as_number(answer, what: str) -> float:
-    if isinstance(answer, bool) or not isinstance(answer, (int, float)):
-        raise ValueError(f"give {what} as a number, got {answer!r}")
-    return float(answer)
 
 
 def _efficientnet_on_meta(model: str):
@@ -44,12 +32,12 @@ def check_se_parameters(answer: int, in_channels: int = 40, expand_ratio: int = 
     Counted on the library's ``MBConv``: the SE acts on the expanded width but squeezes to a
     quarter of the block's *input* width, which is the detail this exercise is about.
     """
-    in_channels = _positive_int(in_channels, "in_channels")
-    expand_ratio = _positive_int(expand_ratio, "expand_ratio")
+    in_channels = positive_int(in_channels, "in_channels")
+    expand_ratio = positive_int(expand_ratio, "expand_ratio")
     with torch.device("meta"):
         block = MBConv(in_channels, in_channels, 3, 1, expand_ratio)
     truth = count_parameters(block.se)
-    answer = _as_number(answer, "the number of parameters")
+    answer = as_number(answer, "the number of parameters")
     expanded = block.depthwise.conv.out_channels
     wrong_squeeze = max(1, expanded // 4)
     if answer == 2 * expanded * wrong_squeeze + expanded + wrong_squeeze:
@@ -74,7 +62,7 @@ def check_scaled_stage(answer: tuple[int, int], model: str = "efficientnet_b4", 
     truth = (out_channels, len(blocks))
     if not isinstance(answer, (tuple, list)) or len(answer) != 2:
         raise ValueError(f"give two whole numbers: (output channels, number of blocks), got {answer!r}")
-    answer = tuple(int(_as_number(a, "channels and blocks")) for a in answer)
+    answer = tuple(int(as_number(a, "channels and blocks")) for a in answer)
     if answer[0] != truth[0]:
         return verdict(False, "multiply B0's output channels (B0_STAGES) by the width in EFFICIENTNET_B, "
                        "then round with make_divisible (nearest multiple of 8, never 10% below)")
@@ -96,7 +84,7 @@ def check_drop_path(answer: float, model: str = "efficientnet_b0", block: int = 
         raise ValueError(f"block {block} of {model} changes the shape, so it has no residual and nothing to drop; "
                          "choose a block that is not the first of its stage")
     truth = chosen.drop_path.p
-    return verdict(abs(_as_number(answer, "the probability") - truth) < 5e-4 + 1e-9,
+    return verdict(abs(as_number(answer, "the probability") - truth) < 5e-4 + 1e-9,
                    "the rate grows linearly with the block's index: drop_path_rate x index / number of blocks, "
                    "counting every block of every stage from 0 (drop_path_rate is 0.2)")
 
@@ -108,9 +96,9 @@ def check_flops_growth(answer: float, phi: float = 3) -> None:
     FLOPs are proportional to depth x width^2 x resolution^2, so the factor is
     (alpha * beta^2 * gamma^2) ** phi, computed from the library's ALPHA, BETA and GAMMA.
     """
-    phi = _as_number(phi, "phi")
+    phi = as_number(phi, "phi")
     truth = (ALPHA * BETA**2 * GAMMA**2) ** phi
-    answer = _as_number(answer, "the factor")
+    answer = as_number(answer, "the factor")
     if abs(answer - 2**phi) < 5e-3 and abs(truth - 2**phi) >= 5e-3:
         return verdict(False, "alpha * beta^2 * gamma^2 is only about 2: compute it from ALPHA, BETA and GAMMA")
     return verdict(abs(answer - truth) < 5e-3 + 1e-9,

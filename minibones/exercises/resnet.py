@@ -10,17 +10,11 @@ from __future__ import annotations
 from torch import nn
 
 from minibones.backbone import ModelConfig, count_parameters
-from minibones.exercises import verdict
+from minibones.exercises import positive_int, verdict
 from minibones.models.resnet import PAPER, BasicBlock, Bottleneck, ProjectionShortcut, ResNet, ZeroPadShortcut
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 SHORTCUTS = {"identity": None, "zero-pad": ZeroPadShortcut, "projection": ProjectionShortcut}
-
-
-def _positive_int(value, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{what} must be a positive whole number, got {value!r}")
-    return value
 
 
 def _whole_number(answer) -> int:
@@ -49,7 +43,7 @@ def check_blocks_per_stage(answer: int, depth: int) -> None:
     Why: the paper's 110- and 1202-layer nets are the same design with a larger n;
     depth is the one thing that changes.
     """
-    depth = _positive_int(depth, "depth")
+    depth = positive_int(depth, "depth")
     answer = _whole_number(answer)
     if answer < 1:
         return verdict(False, "every stage has at least one block; each block has two 3x3 convs, and the "
@@ -73,8 +67,8 @@ def check_block_parameters(answer: int, block: str, in_channels: int, channels: 
     """
     if block not in BLOCKS:
         raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {block!r}")
-    in_channels = _positive_int(in_channels, "in_channels")
-    channels = _positive_int(channels, "channels")
+    in_channels = positive_int(in_channels, "in_channels")
+    channels = positive_int(channels, "channels")
     answer = _whole_number(answer)
     module = BLOCKS[block](in_channels, channels)
     truth = count_parameters(module)
@@ -97,9 +91,9 @@ def check_shortcut_parameters(answer: int, kind: str, in_channels: int, out_chan
     """
     if kind not in SHORTCUTS:
         raise ValueError(f"kind must be one of {sorted(SHORTCUTS)}, got {kind!r}")
-    in_channels = _positive_int(in_channels, "in_channels")
-    out_channels = _positive_int(out_channels, "out_channels")
-    stride = _positive_int(stride, "stride")
+    in_channels = positive_int(in_channels, "in_channels")
+    out_channels = positive_int(out_channels, "out_channels")
+    stride = positive_int(stride, "stride")
     answer = _whole_number(answer)
     if SHORTCUTS[kind] is None:
         if in_channels != out_channels or stride != 1:

@@ -14,14 +14,8 @@ from torch import nn
 
 import minibones
 from minibones.backbone import count_parameters
-from minibones.exercises import verdict
+from minibones.exercises import positive_int, verdict
 from minibones.models.vgg import VGG, VGGConv
-
-
-def _positive_int(value, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{what} must be a positive whole number, got {value!r}")
-    return value
 
 
 def _number(answer, what: str = "the answer") -> float:
@@ -46,8 +40,8 @@ def check_conv_stack_parameters(answer: int, convs: int, channels: int) -> None:
     Why: section 2.3 of the paper. A stack of n 3x3 convs sees a (2n+1)x(2n+1) window,
     like one big conv, but costs n * 9 C^2 weights instead of (2n+1)^2 C^2.
     """
-    convs = _positive_int(convs, "convs")
-    channels = _positive_int(channels, "channels")
+    convs = positive_int(convs, "convs")
+    channels = positive_int(channels, "channels")
     answer = _number(answer)
     stack = nn.Sequential(*[VGGConv(channels, channels, batch_norm=False) for _ in range(convs)])
     truth = count_parameters(stack)

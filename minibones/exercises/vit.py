@@ -13,14 +13,8 @@ import torch
 
 import minibones
 from minibones.backbone import count_parameters
-from minibones.exercises import verdict
+from minibones.exercises import as_number, verdict
 from minibones.models.vit import VARIANTS
-
-
-def _as_number(answer, what: str) -> float:
-    if isinstance(answer, bool) or not isinstance(answer, (int, float)):
-        raise ValueError(f"give {what} as a number, got {answer!r}")
-    return float(answer)
 
 
 def _vit_on_meta(model: str, image_size: int | None = None):
@@ -43,7 +37,7 @@ def check_num_tokens(answer: int, model: str = "vit_b_16", image_size: int = 384
     for one ``image_size`` x ``image_size`` image (every patch, and the class token)?"""
     net = _vit_on_meta(model, image_size)
     truth = _tokens(net, image_size)
-    answer = _as_number(answer, "the number of tokens")
+    answer = as_number(answer, "the number of tokens")
     if answer == truth - 1:
         return verdict(False, "that is the number of patches; one more token is added in front of them")
     return verdict(answer == truth, f"{model} cuts the image into {net.patch_size} x {net.patch_size} patches: "
@@ -55,7 +49,7 @@ def check_patch_embed_parameters(answer: int, model: str = "vit_b_16") -> None:
     equation 1, written as a strided conv)? Counted on the built ``patch_embed``."""
     net = _vit_on_meta(model)
     truth = count_parameters(net.patch_embed)
-    return verdict(_as_number(answer, "the number of parameters") == truth,
+    return verdict(as_number(answer, "the number of parameters") == truth,
                    "a Conv2d(3, D, kernel_size=P, stride=P) has 3 x P x P x D weights and D biases; "
                    "read P and D from the VARIANTS table (or from the model)")
 
@@ -69,7 +63,7 @@ def check_attention_weights(answer: int, model: str = "vit_b_16", image_size: in
     tokens = _tokens(net, image_size)
     heads = net.blocks[0].attn.num_heads
     truth = heads * tokens**2
-    answer = _as_number(answer, "the number of attention weights")
+    answer = as_number(answer, "the number of attention weights")
     if answer == tokens**2:
         return verdict(False, "that is one head: every head has its own attention matrix")
     if answer == heads * (tokens - 1) ** 2:
@@ -85,6 +79,6 @@ def check_block_parameters(answer: int, model: str = "vit_b_16") -> None:
     Counted on the built ``blocks[0]``; all blocks of a ViT are the same."""
     net = _vit_on_meta(model)
     truth = count_parameters(net.blocks[0])
-    return verdict(_as_number(answer, "the number of parameters") == truth,
+    return verdict(as_number(answer, "the number of parameters") == truth,
                    "with width D and MLP size M: qkv is Linear(D, 3D), proj Linear(D, D), the MLP Linear(D, M) "
                    "then Linear(M, D), every Linear with a bias, and each LayerNorm has 2D parameters")

@@ -13,22 +13,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import minibones
 from minibones.backbone import count_parameters
-from minibones.exercises import verdict
+from minibones.exercises import as_number, positive_int, verdict
 from minibones.models.xception import SeparableConv
 
 FLOWS = ("entry_flow", "middle_flow", "exit_flow")
-
-
-def _positive_int(value, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{what} must be a positive whole number, got {value!r}")
-    return value
-
-
-def _as_number(answer, what: str) -> float:
-    if isinstance(answer, bool) or not isinstance(answer, (int, float)):
-        raise ValueError(f"give {what} as a number, got {answer!r}")
-    return float(answer)
 
 
 def check_separable_parameters(answer: int, in_channels: int = 256, out_channels: int = 728) -> None:
@@ -37,9 +25,9 @@ def check_separable_parameters(answer: int, in_channels: int = 256, out_channels
 
     Counted on the library's ``SeparableConv``, the layer every Xception block is made of.
     """
-    layer = SeparableConv(_positive_int(in_channels, "in_channels"), _positive_int(out_channels, "out_channels"))
+    layer = SeparableConv(positive_int(in_channels, "in_channels"), positive_int(out_channels, "out_channels"))
     truth = count_parameters(layer)
-    answer = _as_number(answer, "the number of parameters")
+    answer = as_number(answer, "the number of parameters")
     if answer == 9 * in_channels * out_channels:
         return verdict(False, "that is the full 3x3 conv; the depthwise part has one 3x3 filter per input channel")
     return verdict(answer == truth, "depthwise: one k x k filter per input channel; pointwise: a 1x1 conv from "
@@ -58,13 +46,13 @@ def check_flops_ratio(answer: float, channels: int = 728, size: int = 19) -> Non
 
     Both are counted by PyTorch's FLOP counter on a forward pass (on the meta device: shapes only).
     """
-    channels, size = _positive_int(channels, "channels"), _positive_int(size, "size")
+    channels, size = positive_int(channels, "channels"), positive_int(size, "size")
     with torch.device("meta"):
         full = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
         separable = SeparableConv(channels, channels)
     shape = (1, channels, size, size)
     truth = _flops(full, shape) / _flops(separable, shape)
-    return verdict(abs(_as_number(answer, "the ratio") - truth) < 0.05 + 1e-9,
+    return verdict(abs(as_number(answer, "the ratio") - truth) < 0.05 + 1e-9,
                    "per output position a full conv costs k*k*C_in*C_out multiply-adds, a separable one "
                    "k*k*C_in + C_in*C_out; the grid size cancels out (give one decimal)")
 
@@ -79,7 +67,7 @@ def check_flow_parameters(answer: int, flow: str = "middle_flow") -> None:
     with torch.device("meta"):
         net = minibones.create_model("xception")
     truth = count_parameters(net.get_submodule(flow))
-    return verdict(_as_number(answer, "the number of parameters") == truth,
+    return verdict(as_number(answer, "the number of parameters") == truth,
                    f"list the blocks of {flow} (print it): each separable conv has 9*C_in + C_in*C_out weights, each "
                    "batch norm 2 per channel (its running statistics are buffers, not parameters), and a "
                    "block that changes the width has a 1x1 shortcut conv with its batch norm")
