@@ -49,8 +49,8 @@ def setup() -> None:
     if STAMP.exists() and STAMP.read_text().strip() == fingerprint():
         return
     print("installing minibones and its pinned dependencies into .venv (a few minutes, once)", flush=True)
-    # --no-compile: Python compiles the modules it actually imports on first use; compiling
-    # every file of every package up front (torch alone has thousands) only costs time
+    # --no-compile: Python compiles the modules it actually imports on first use (see run);
+    # compiling every file of every package up front (torch alone has thousands) only costs time
     subprocess.run([str(PYTHON), "-m", "pip", "install", "--quiet", "--no-compile", "-e", ".[course,test]"],
                    cwd=ROOT, check=True)
     STAMP.write_text(fingerprint())
@@ -59,6 +59,11 @@ def setup() -> None:
 def run(args: list[str]) -> int:
     # tools called by name from inside (nbgrader calls alembic) must come from .venv too
     env = {**os.environ, "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")])}
+    # Python's bytecode cache is kept, inside .venv, even where PYTHONDONTWRITEBYTECODE is set:
+    # without it every process (each notebook kernel, each test worker) compiles torch's
+    # modules again on import, about 15 s of CPU each instead of a few.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.setdefault("PYTHONPYCACHEPREFIX", str(VENV / "pycache"))
     return subprocess.run([str(PYTHON), *args], cwd=ROOT, env=env).returncode
 
 
