@@ -8,11 +8,17 @@ threads spin-wait on each other (measured: a ResNet-50 forward at 64x64 took
 When the tests run in several processes at once (pytest-xdist, ``-n auto``), the
 notebooks' kernels, which nbval starts as child processes, get one thread too,
 through the environment they inherit; run alone, a kernel keeps torch's default.
+
+Inductor compiles in this process rather than in a pool of worker processes: the
+pool's start-up (each worker imports torch) cost more than it saved on 2 cores
+(measured: resnet18's compile test took 29 s in the full suite with the pool).
 """
 
 import os
 
-import torch
+os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
+
+import torch  # noqa: E402  (after the variable inductor reads when it is imported)
 
 torch.set_num_threads(1)
 if "PYTEST_XDIST_WORKER" in os.environ:
