@@ -1,4 +1,5 @@
-"""Settings for the whole test process.
+"""Settings for the whole test process (at the top of the repository, so that they hold
+for any selection: ``pytest tests``, ``pytest --nbval notebooks/02_resnet.ipynb``, both).
 
 One torch thread: the unit tests run many small tensors, where OpenMP's threads
 cost more than they give, and on a 2-core machine with anything else running two
