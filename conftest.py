@@ -19,7 +19,7 @@ import os
 
 os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 
-import torch  # noqa: E402  (after the variable inductor reads when it is imported)
+import torch  # after setting the variable inductor reads when it is imported
 
 torch.set_num_threads(1)
 if "PYTEST_XDIST_WORKER" in os.environ:

@@ -37,9 +37,9 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -248,6 +248,12 @@ def make_optimizer(model: nn.Module, config: TrainConfig, groups: list[dict] | N
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
     return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def current_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The learning rate to report: the largest of the groups' (with one rate per stage, the
+    head's; otherwise every group has the same)."""
+    return max(group["lr"] for group in optimizer.param_groups)
 
 
 def make_scheduler(optimizer, config: TrainConfig, total_steps: int):
@@ -469,7 +475,7 @@ def fit(
                 checkpoint_path.is_file() else "no checkpoint was written"
             raise NonFiniteLossError(
                 f"the training loss became {loss_sum / max(seen, 1)} in epoch {position.epoch + 1} (seen at batch "
-                f"{position.batch} of {steps_per_epoch}, learning rate {max(g['lr'] for g in optimizer.param_groups):.3g}). "
+                f"{position.batch} of {steps_per_epoch}, learning rate {current_lr(optimizer):.3g}). "
                 f"Training stopped and {kept}. "
                 "Try a lower learning rate or a longer warm-up, turn AMP off, or check the inputs for NaNs."
             )
@@ -511,7 +517,7 @@ def fit(
                     if position.batch % config.log_every == 0 or (interrupt.requested and world_size == 1):
                         totals, stop = sync(interrupt.requested)
                         bar.set_postfix(loss=f"{totals[0] / totals[2]:.3f}", acc=f"{totals[1] / totals[2]:.1%}",
-                                        lr=f"{max(g['lr'] for g in optimizer.param_groups):.3g}", refresh=False)
+                                        lr=f"{current_lr(optimizer):.3g}", refresh=False)
                         if stop:
                             raise _StopRequested
                 totals, stop = sync(interrupt.requested)  # the whole epoch, all processes
@@ -520,7 +526,7 @@ def fit(
                 test_loss, test_acc = evaluate(eval_net, test_loader, loss_fn, autocast, device, memory_format)
                 history.rows.append({
                     "epoch": epoch + 1, "train_loss": totals[0] / totals[2], "train_acc": totals[1] / totals[2],
-                    "test_loss": test_loss, "test_acc": test_acc, "lr": max(g["lr"] for g in optimizer.param_groups),
+                    "test_loss": test_loss, "test_acc": test_acc, "lr": current_lr(optimizer),
                     "images_per_s": (totals[2] - images_before) / seconds, "seconds": seconds,
                 })
                 images_before = 0.0
