@@ -29,9 +29,13 @@ STAMP = VENV / ".minibones-installed"
 FIRST_NOTEBOOK = "notebooks/00_what_a_backbone_is.ipynb"
 # -n auto: one test process per core; --dist loadscope keeps each test file, and each
 # notebook's cells, in one process (in order, sharing their module-scoped fixtures).
+# --no-loadscope-reorder: files are handed out in the order given, the notebooks (30-50 s
+# each) first and the test files after, so the run ends on short files with both processes
+# busy. (The default order, by number of tests, left the nbgrader and browser tests, a
+# minute and half a minute with few tests each, for last.)
 TEST_COMMAND = [
-    "-m", "pytest", "-n", "auto", "--dist", "loadscope", "--nbval", "--nbval-current-env",
-    "--nbval-sanitize-with", "notebooks/sanitize.cfg", "tests", "notebooks",
+    "-m", "pytest", "-n", "auto", "--dist", "loadscope", "--no-loadscope-reorder", "--nbval",
+    "--nbval-current-env", "--nbval-sanitize-with", "notebooks/sanitize.cfg", "notebooks", "tests",
 ]
 
 

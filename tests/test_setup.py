@@ -48,6 +48,14 @@ def test_ci_runs_the_readme_test_command():
     assert command in ci.splitlines()
 
 
+def test_the_conda_route_runs_the_same_pytest_command():
+    import runpy
+
+    test_command = runpy.run_path(str(ROOT / "course.py"))["TEST_COMMAND"]
+    assert test_command[:2] == ["-m", "pytest"]
+    assert "\npytest " + " ".join(test_command[2:]) + "   # the tests\n" in (ROOT / "README.md").read_text()
+
+
 def test_setup_is_idempotent_and_the_test_command_runs_pytest_with_nbval():
     # a second setup must not reinstall: the stamp matches the pinned requirements
     stamp = ROOT / ".venv" / ".minibones-installed"
