@@ -116,6 +116,15 @@ class Backbone(nn.Module):
         else:
             self.head.fc = nn.Identity()
 
+    def name_map_for(self, layout: str = "reference") -> list[tuple[str, str | None]]:
+        """The table from a checkpoint's tensor names to ours. ``"reference"``: the reference
+        implementation's own state dict (``name_map``). A family whose weights also circulate in
+        another naming adds that layout here (EfficientNet-Lite: ``"efficientnet_pytorch"``)."""
+        if layout != "reference":
+            raise ValueError(f"{self.config.name} has no name map for checkpoints in the {layout!r} layout; "
+                             "it reads its reference's own state dicts (layout 'reference')")
+        return self.name_map
+
     def stage_names(self) -> list[str]:
         return [info.name for info in self.feature_info]
 

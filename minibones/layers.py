@@ -11,7 +11,45 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+class TFSamePad(nn.Module):
+    """TensorFlow's ``padding="SAME"`` for a strided conv: pad so that ``out = ceil(in / stride)``,
+    putting the odd pixel at the bottom and the right.
+
+    PyTorch pads symmetrically, ``kernel // 2`` on every side, whatever the input size. TensorFlow
+    pads only as much as the kernel needs to cover ``ceil(in / stride)`` output positions, and when
+    that total is odd the extra pixel goes after the image. For a 3x3 conv with stride 2 on 224
+    pixels, PyTorch pads 1 + 1 and its windows are centred on pixels 0, 2, ..., 222; TensorFlow
+    pads 0 + 1 and centres them on 1, 3, ..., 223: the same weights then look at a grid shifted by
+    one pixel. A network trained in TensorFlow (EfficientNet-Lite) learned its filters on that
+    grid, so it needs this padding to compute the function it was trained as; with PyTorch's, its
+    predictions are close but not the same. At stride 1 and odd kernels both rules pad ``k // 2``
+    on each side, so :class:`ConvNormAct` only inserts this module before strided convs.
+
+    The amount depends on the input size (odd or even), so it is computed in ``forward``.
+    """
+
+    def __init__(self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int]):
+        super().__init__()
+        self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
+
+    @staticmethod
+    def amount(size: int, kernel: int, stride: int) -> tuple[int, int]:
+        """(before, after) for one axis: enough for ceil(size / stride) windows, the odd pixel after."""
+        out = -(-size // stride)  # ceil(size / stride)
+        total = max((out - 1) * stride + kernel - size, 0)
+        return total // 2, total - total // 2
+
+    def forward(self, x: Tensor) -> Tensor:
+        top, bottom = self.amount(x.shape[-2], self.kernel_size[0], self.stride[0])
+        left, right = self.amount(x.shape[-1], self.kernel_size[1], self.stride[1])
+        return F.pad(x, (left, right, top, bottom))
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}"
 
 
 class ConvNormAct(nn.Sequential):
@@ -19,7 +57,8 @@ class ConvNormAct(nn.Sequential):
 
     The conv has no bias by default because the batch norm right after it
     subtracts the mean anyway. ``act`` is a module *class* so that each use gets
-    its own instance (captum's hook-based methods need that).
+    its own instance (captum's hook-based methods need that). ``padding="tf_same"``
+    pads as TensorFlow does (see :class:`TFSamePad`), for weights trained there.
     """
 
     def __init__(
@@ -28,19 +67,21 @@ class ConvNormAct(nn.Sequential):
         out_channels: int,
         kernel_size: int | tuple[int, int],
         stride: int = 1,
-        padding: int | tuple[int, int] | None = None,
+        padding: int | tuple[int, int] | str | None = None,
         groups: int = 1,
         bias: bool = False,
         eps: float = 1e-5,
         momentum: float = 0.1,
         act: type[nn.Module] | None = nn.ReLU,
     ):
-        if padding is None:  # "same" padding for odd kernels at stride 1
+        layers = OrderedDict()
+        if padding == "tf_same" and _pair(stride) != (1, 1):
+            layers["pad"] = TFSamePad(kernel_size, stride)
+            padding = 0
+        elif padding in (None, "tf_same"):  # "same" padding for odd kernels at stride 1
             padding = tuple(k // 2 for k in _pair(kernel_size))
-        layers = OrderedDict(
-            conv=nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=bias),
-            bn=nn.BatchNorm2d(out_channels, eps=eps, momentum=momentum),
-        )
+        layers["conv"] = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=bias)
+        layers["bn"] = nn.BatchNorm2d(out_channels, eps=eps, momentum=momentum)
         if act is not None:
             layers["act"] = act()
         super().__init__(layers)

@@ -60,29 +60,37 @@ def read_state_dict(reference: nn.Module | Mapping[str, Tensor] | str | os.PathL
     raise TypeError(f"reference must be an nn.Module, a state dict or a checkpoint path, got {type(reference).__name__}")
 
 
-def convert_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Rename a reference state dict into the model's names (families with layout changes override
-    ``convert_reference`` on the model to reshape tensors as well)."""
-    if hasattr(model, "convert_reference"):
+def convert_state_dict(
+    model: nn.Module, state_dict: Mapping[str, Tensor], name_map: list[tuple[str, str | None]] | None = None
+) -> dict[str, Tensor]:
+    """Rename a reference state dict into the model's names with ``name_map`` (default: the model's
+    ``name_map``; families with layout changes override ``convert_reference`` on the model to
+    reshape tensors as well)."""
+    if name_map is None and hasattr(model, "convert_reference"):
         return model.convert_reference(state_dict)
+    name_map = model.name_map if name_map is None else name_map
     converted = {}
     for name, tensor in state_dict.items():
-        new_name = rename(name, model.name_map)
+        new_name = rename(name, name_map)
         if new_name is not None:
             converted[new_name] = tensor
     return converted
 
 
 def load_reference_weights(
-    model: nn.Module, reference: nn.Module | Mapping[str, Tensor] | str | os.PathLike
+    model: nn.Module,
+    reference: nn.Module | Mapping[str, Tensor] | str | os.PathLike,
+    name_map: list[tuple[str, str | None]] | None = None,
 ) -> nn.Module:
     """Copy the weights of ``reference`` (module, state dict or checkpoint path) into ``model``.
 
+    ``name_map`` renames the reference's tensors (default: the model's own ``name_map``, for its
+    reference implementation; ``model.name_map_for(layout)`` gives the table of another naming).
     Raises :class:`WeightLoadError` listing every missing, unexpected and mis-shaped
     tensor, and then leaves ``model`` untouched.
     """
     state_dict, source = read_state_dict(reference)
-    converted = convert_state_dict(model, state_dict)
+    converted = convert_state_dict(model, state_dict, name_map)
     ours = model.state_dict()
 
     missing = sorted(set(ours) - set(converted))

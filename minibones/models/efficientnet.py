@@ -62,16 +62,18 @@ class MBConv(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, expand_ratio: float,
-                 drop_path: float = 0.0, norm: dict | None = None):
+                 drop_path: float = 0.0, norm: dict | None = None, act: type[nn.Module] = nn.SiLU,
+                 se: bool = True, padding: str | None = None):
         super().__init__()
         norm = norm or {}
         expanded = make_divisible(in_channels * expand_ratio)
         has_expand = expanded != in_channels  # not with expand_ratio 1 (B0's first stage)
         # the parts in the reference's order (its numbering shifts where there is no expansion conv)
-        self.parts = ("expand",) * has_expand + ("depthwise", "se", "project")
-        self.expand = ConvNormAct(in_channels, expanded, 1, act=nn.SiLU, **norm) if has_expand else nn.Identity()
-        self.depthwise = ConvNormAct(expanded, expanded, kernel, stride, groups=expanded, act=nn.SiLU, **norm)
-        self.se = SqueezeExcite(expanded, max(1, in_channels // 4), act=nn.SiLU, gate=nn.Sigmoid)
+        self.parts = ("expand",) * has_expand + ("depthwise",) + ("se",) * se + ("project",)
+        self.expand = ConvNormAct(in_channels, expanded, 1, act=act, **norm) if has_expand else nn.Identity()
+        self.depthwise = ConvNormAct(expanded, expanded, kernel, stride, padding, groups=expanded, act=act, **norm)
+        # Lite: no SE (its global pooling is slow on mobile accelerators)
+        self.se = SqueezeExcite(expanded, max(1, in_channels // 4), act=act, gate=nn.Sigmoid) if se else nn.Identity()
         self.project = ConvNormAct(expanded, out_channels, 1, act=None, **norm)  # linear bottleneck
         self.use_residual = stride == 1 and in_channels == out_channels
         self.drop_path = DropPath(drop_path) if self.use_residual else nn.Identity()
@@ -164,11 +166,14 @@ class EfficientNet(Backbone):
         drop_path_rate: float = 0.2,
         bn_eps: float = 1e-5,
         bn_momentum: float = 0.1,
+        act: type[nn.Module] = nn.SiLU,
+        se: bool = True,
+        padding: str | None = None,
     ):
         super().__init__()
         self.config = config
         norm = {"eps": bn_eps, "momentum": bn_momentum}
-        self.stem = ConvNormAct(3, stages[0].in_channels, 3, stride=2, act=nn.SiLU, **norm)
+        self.stem = ConvNormAct(3, stages[0].in_channels, 3, 2, padding, act=act, **norm)
 
         total_blocks = sum(spec.depth for spec in stages)
         block_index, stride = 0, 2
@@ -179,8 +184,10 @@ class EfficientNet(Backbone):
             for j in range(spec.depth):
                 in_channels = spec.in_channels if j == 0 else spec.out_channels
                 rate = drop_path_rate * block_index / total_blocks  # linear in depth, 0 for the first block
+                options = {"act": act, "se": se, "padding": padding} if spec.block == "mbconv" else {}
                 blocks.append(BLOCKS[spec.block](in_channels, spec.out_channels, spec.kernel,
-                                                 spec.stride if j == 0 else 1, spec.expand_ratio, rate, norm))
+                                                 spec.stride if j == 0 else 1, spec.expand_ratio, rate, norm,
+                                                 **options))
                 block_index += 1
             stage_modules[f"stage{i}"] = nn.Sequential(*blocks)
             stride *= spec.stride
@@ -192,7 +199,7 @@ class EfficientNet(Backbone):
 
         # V1: 4x the last stage's width (1280 for B0); V2: 1280
         head_channels = head_channels or 4 * stages[-1].out_channels
-        self.conv_head = ConvNormAct(stages[-1].out_channels, head_channels, 1, act=nn.SiLU, **norm)
+        self.conv_head = ConvNormAct(stages[-1].out_channels, head_channels, 1, act=act, **norm)
         self.feature_info.append(StageInfo("conv_head", head_channels, stride, "conv_head"))
 
         self.num_features = head_channels
@@ -202,7 +209,10 @@ class EfficientNet(Backbone):
         ))
         if num_classes == 0:
             self.head.fc = nn.Identity()
-        self.name_map = self.reference_name_map(len(stages))
+        if config.reference.startswith("timm."):
+            self.name_map = self.timm_name_map()
+        else:
+            self.name_map = self.reference_name_map(len(stages))
         self.init_weights()
 
     def reference_name_map(self, num_stages: int) -> list[tuple[str, str | None]]:
@@ -220,6 +230,41 @@ class EfficientNet(Backbone):
             (r"^classifier\.1\.", "head.fc."),
         ]
         return name_map
+
+    def timm_name_map(self) -> list[tuple[str, str | None]]:
+        """timm's ``tf_efficientnet_lite*`` (the Lite reference): ``blocks.{stage}.{block}``, and the
+        parts named after MobileNetV2's code. A block without expansion is timm's
+        ``DepthwiseSeparableConv``, where ``conv_pw`` is the *projection*; in an
+        ``InvertedResidual`` it is the expansion, and the projection is ``conv_pwl``."""
+        name_map = [(r"^conv_stem\.", "stem.conv."), (r"^bn1\.", "stem.bn."),
+                    (r"^conv_head\.", "conv_head.conv."), (r"^bn2\.", "conv_head.bn."), (r"^classifier\.", "head.fc.")]
+        separable = {"conv_dw": "depthwise.conv", "bn1": "depthwise.bn", "conv_pw": "project.conv", "bn2": "project.bn"}
+        inverted = {"conv_pw": "expand.conv", "bn1": "expand.bn", "conv_dw": "depthwise.conv", "bn2": "depthwise.bn",
+                    "conv_pwl": "project.conv", "bn3": "project.bn"}
+        for i, stage in enumerate(self.stages):
+            parts = inverted if "expand" in stage[0].parts else separable
+            name_map += [(rf"^blocks\.{i}\.(\d+)\.{theirs}\.", rf"stages.stage{i + 1}.\1.{ours}.")
+                         for theirs, ours in parts.items()]
+        return name_map
+
+    def efficientnet_pytorch_name_map(self) -> list[tuple[str, str | None]]:
+        """The naming of the EfficientNet-PyTorch code, which the pip-packaged Lite checkpoints use:
+        ``_conv_stem``/``_bn0``, then ``_blocks.N`` numbered through the whole network (N = 0 ... 15
+        for Lite0), each with ``_expand_conv``/``_bn0``, ``_depthwise_conv``/``_bn1``,
+        ``_project_conv``/``_bn2``, and ``_conv_head``/``_bn1``, ``_fc`` at the end."""
+        name_map = [(r"^_conv_stem\.", "stem.conv."), (r"^_bn0\.", "stem.bn."),
+                    (r"^_conv_head\.", "conv_head.conv."), (r"^_bn1\.", "conv_head.bn."), (r"^_fc\.", "head.fc.")]
+        blocks = [(i, j) for i, stage in enumerate(self.stages, start=1) for j in range(len(stage))]
+        name_map += [(rf"^_blocks\.{n}\.", f"stages.stage{i}.{j}.") for n, (i, j) in enumerate(blocks)]
+        name_map += [(r"\._expand_conv\.", ".expand.conv."), (r"\._bn0\.", ".expand.bn."),
+                     (r"\._depthwise_conv\.", ".depthwise.conv."), (r"\._bn1\.", ".depthwise.bn."),
+                     (r"\._project_conv\.", ".project.conv."), (r"\._bn2\.", ".project.bn.")]
+        return name_map
+
+    def name_map_for(self, layout: str = "reference") -> list[tuple[str, str | None]]:
+        if layout == "efficientnet_pytorch":
+            return self.efficientnet_pytorch_name_map()
+        return super().name_map_for(layout)
 
     def init_weights(self) -> None:
         """As the reference: He (fan-out) for convs, BN as the identity, U(+-1/sqrt(classes)) for the classifier."""
@@ -398,3 +443,58 @@ def efficientnet_v2_m(**kwargs) -> EfficientNet:
 @register_model
 def efficientnet_v2_l(**kwargs) -> EfficientNet:
     return _efficientnet_v2("efficientnet_v2_l", **kwargs)
+
+
+# --- EfficientNet-Lite: the TensorFlow release's variants for phones (2020) ----------------
+# tensorflow/tpu models/official/efficientnet/lite: "Remove squeeze-and-excite (SE): SE are not well
+# supported for some mobile accelerators. Replace all swish with RELU6: for easier post-quantization.
+# Fix the stem and head while scaling models up: for keeping models small and fast." In the code, the
+# depth multiplier also skips the first and the last stage (one block each in every Lite model).
+
+#                        (width, depth, resolution), dropout
+EFFICIENTNET_LITE = {
+    "efficientnet_lite0": (1.0, 1.0, 224, 0.2),
+    "efficientnet_lite1": (1.0, 1.1, 240, 0.2),
+    "efficientnet_lite2": (1.1, 1.2, 260, 0.3),
+    "efficientnet_lite3": (1.2, 1.4, 280, 0.3),
+    "efficientnet_lite4": (1.4, 1.8, 300, 0.3),
+}
+LITE_STEM, LITE_HEAD = 32, 1280  # never scaled
+# trained in TensorFlow: its batch-norm epsilon, its "SAME" padding, and inputs scaled to [-1, 1]
+TENSORFLOW_LITE = {"bn_eps": 1e-3, "padding": "tf_same", "act": nn.ReLU6, "se": False}
+
+
+def _efficientnet_lite(name: str, **kwargs) -> EfficientNet:
+    width, depth, resolution, dropout = EFFICIENTNET_LITE[name]
+    stages = [spec.scaled(width, depth) for spec in B0_STAGES]
+    first, last = B0_STAGES[0], B0_STAGES[-1]
+    stages[0] = replace(stages[0], in_channels=LITE_STEM, depth=first.depth)  # fixed stem, first stage not deepened
+    stages[-1] = replace(stages[-1], depth=last.depth)  # nor the last
+    config = ModelConfig(name=name, reference=f"timm.tf_{name}", paper=PAPER_V1 + " (Lite: the TensorFlow release)",
+                         input_size=(3, resolution, resolution), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    return EfficientNet(stages, config, head_channels=LITE_HEAD, **{"dropout": dropout, **TENSORFLOW_LITE, **kwargs})
+
+
+@register_model
+def efficientnet_lite0(**kwargs) -> EfficientNet:
+    return _efficientnet_lite("efficientnet_lite0", **kwargs)
+
+
+@register_model
+def efficientnet_lite1(**kwargs) -> EfficientNet:
+    return _efficientnet_lite("efficientnet_lite1", **kwargs)
+
+
+@register_model
+def efficientnet_lite2(**kwargs) -> EfficientNet:
+    return _efficientnet_lite("efficientnet_lite2", **kwargs)
+
+
+@register_model
+def efficientnet_lite3(**kwargs) -> EfficientNet:
+    return _efficientnet_lite("efficientnet_lite3", **kwargs)
+
+
+@register_model
+def efficientnet_lite4(**kwargs) -> EfficientNet:
+    return _efficientnet_lite("efficientnet_lite4", **kwargs)
