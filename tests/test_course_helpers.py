@@ -43,3 +43,47 @@ def test_checkers_accept_the_right_answer_and_hint_at_the_wrong_one(capsys):
     assert lines[2].startswith("not yet:")
     with pytest.raises(ValueError, match="no stage 'conv6_x'"):
         check_stage_shape((1, 1, 1), "resnet50", "conv6_x", (64, 64))
+
+
+def test_receptive_field_function_checker_accepts_the_recurrence_and_refuses_a_sum_of_kernels(capsys):
+    from minibones.exercises import check_receptive_field_function
+
+    def recurrence(layers):
+        size, jump = 1, 1
+        for kernel, stride in layers:
+            size, jump = size + (kernel - 1) * jump, jump * stride
+        return size
+
+    check_receptive_field_function(recurrence)
+    check_receptive_field_function(lambda layers: 1 + sum(kernel - 1 for kernel, _ in layers))  # forgets the jump
+    check_receptive_field_function(lambda layers: 19)  # one memorised answer
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "correct"
+    assert lines[1].startswith("not yet:") and "jump" in lines[1]
+    assert lines[2].startswith("not yet: a stack with no layers sees 1 pixel")
+
+
+def test_measured_strides_checker_hides_feature_info(capsys):
+    import torch
+
+    from minibones.exercises import check_measured_strides
+
+    def measured(model, size):
+        with torch.no_grad():
+            maps = model.forward_stages(torch.zeros(1, 3, size, size))
+        return [size // m.shape[-2] for m in maps]
+
+    check_measured_strides(measured, models=("resnet18", "efficientnet_lite0", "vit_b_16"))
+    check_measured_strides(lambda model, size: [2, 4, 8, 16, 32], models=("vit_b_16",))  # ViT's stages share one stride
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "correct"
+    assert lines[1].startswith("not yet:")
+
+
+def test_measured_strides_checker_refuses_reading_feature_info():
+    import pytest
+
+    from minibones.exercises import check_measured_strides
+
+    with pytest.raises(ValueError, match="feature_info is hidden"):
+        check_measured_strides(lambda model, size: [info.stride for info in model.feature_info], models=("resnet18",))

@@ -73,3 +73,69 @@ def check_receptive_field(answer: int, layers: list[tuple[int, int]]) -> None:
         size += (kernel - 1) * jump
         jump *= stride
     return verdict(int(answer) == size, "start from 1; each layer adds (kernel - 1) x (product of the strides before it)")
+
+
+def receptive_field_of(layers: list[tuple[int, int]]) -> int:
+    """The recurrence the checkers compare with: r grows by (k - 1) times the jump (the product of
+    all earlier strides)."""
+    size, jump = 1, 1
+    for kernel, stride in layers:
+        size += (kernel - 1) * jump
+        jump *= stride
+    return size
+
+
+def check_receptive_field_function(function) -> None:
+    """Does ``function(layers)`` give the receptive field of every stack of (kernel, stride) layers?
+
+    It is tried on the stems of the course's backbones and on 200 random stacks, so a function that
+    only knows one answer does not pass.
+    """
+    if not callable(function):
+        raise ValueError(f"pass your function itself, e.g. check_receptive_field_function(receptive_field), got {function!r}")
+    generator = torch.Generator().manual_seed(0)
+    cases = [[], [(3, 1)], [(7, 2), (3, 2)], [(3, 2), (3, 1), (3, 2), (3, 1)], [(1, 1), (1, 2), (1, 1)]]
+    for _ in range(200):
+        depth = int(torch.randint(1, 9, (1,), generator=generator))
+        kernels = torch.randint(0, 4, (depth,), generator=generator) * 2 + 1  # 1, 3, 5, 7
+        strides = torch.randint(1, 3, (depth,), generator=generator)
+        cases.append(list(zip(kernels.tolist(), strides.tolist())))
+    for layers in cases:
+        answer = function(list(layers))
+        truth = receptive_field_of(layers)
+        if isinstance(answer, bool) or not isinstance(answer, int) or answer != truth:
+            hint = ("a stack with no layers sees 1 pixel: start from 1" if not layers else
+                    f"for layers {layers} the answer is {truth}, yours gave {answer!r}; "
+                    "each layer adds (kernel - 1) x jump, then multiplies the jump by its stride")
+            return verdict(False, hint)
+    return verdict(True, "")
+
+
+@torch.no_grad()
+def check_measured_strides(function, models: tuple[str, ...] = ("resnet18", "efficientnet_lite0", "vgg11", "vit_b_16")) -> None:
+    """Does ``function(model, size)`` measure each stage's stride from the shapes of ``forward_stages``,
+    as ``feature_info`` states them? Tried on several families (ViT's stages all share one stride)."""
+    if not callable(function):
+        raise ValueError(f"pass your function itself, e.g. check_measured_strides(measured_strides), got {function!r}")
+    for name in models:
+        net = minibones.create_model(name).eval()
+        size = 224
+        truth = [info.stride for info in net.feature_info]
+        net.feature_info = _Hidden()  # the point is to measure them
+        answer = function(net, size)
+        if not isinstance(answer, (list, tuple)) or len(answer) != len(truth):
+            return verdict(False, f"{name} has {len(truth)} stages: return one stride per map of forward_stages")
+        if [int(a) if not isinstance(a, bool) else a for a in answer] != truth:
+            return verdict(False, f"{name}: {list(answer)} differs from feature_info's strides; the stride of a map is "
+                                  "the input's size divided by the map's size (run forward_stages on torch.zeros(1, 3, size, size))")
+    return verdict(True, "")
+
+
+class _Hidden:
+    """Stands in for ``feature_info`` while a function that must measure the strides is checked."""
+
+    def _refuse(self, *args):
+        raise ValueError("feature_info is hidden during this check: measure the strides from the shapes "
+                         "that forward_stages returns")
+
+    __iter__ = __len__ = __getitem__ = _refuse
