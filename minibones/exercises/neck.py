@@ -104,3 +104,36 @@ def check_mean_iou(answer: float, predicted: torch.Tensor, target: torch.Tensor,
         return verdict(False, "give a fraction between 0 and 1, not a percentage")
     return verdict(abs(answer - truth) <= 0.005, "for each class: pixels where both say it, divided by pixels where "
                    "either says it; then average over the classes that appear in either map")
+
+
+def check_mean_iou_function(function, num_classes: int = 4) -> None:
+    """Does ``function(predicted, truth, num_classes)`` compute the library's mean IoU on label maps?
+
+    Tried on 50 random pairs of (H, W) maps of random sizes, some with a class missing from one
+    map or from both, so a function that averages over all ``num_classes`` (counting absent classes
+    as 0 or 1) does not pass.
+    """
+    from minibones.neck import mean_iou
+
+    if not callable(function):
+        raise ValueError(f"pass your function itself, e.g. check_mean_iou_function(my_mean_iou), got {function!r}")
+    generator = torch.Generator().manual_seed(0)
+    for case in range(50):
+        height, width = (int(v) for v in torch.randint(2, 9, (2,), generator=generator))
+        present = num_classes - case % 3  # in some cases the last one or two classes appear nowhere
+        predicted = torch.randint(0, present, (height, width), generator=generator)
+        truth = torch.randint(0, present, (height, width), generator=generator)
+        if case % 5 == 0:
+            truth[truth == 1] = 0  # class 1 only in the prediction
+        logits = torch.nn.functional.one_hot(predicted, num_classes).movedim(-1, 0)[None].float()
+        expected = mean_iou(logits, truth[None], num_classes)
+        answer = function(predicted.clone(), truth.clone(), num_classes)
+        answer = float(answer) if isinstance(answer, torch.Tensor) and answer.numel() == 1 else answer
+        if isinstance(answer, bool) or not isinstance(answer, (int, float)):
+            return verdict(False, f"return one number (a fraction between 0 and 1), got {type(answer).__name__}")
+        if abs(answer - expected) > 1e-6:
+            hint = ("give a fraction between 0 and 1, not a percentage" if answer > 1 else
+                    f"on a {height} x {width} pair your function gave {answer:.4f}, the library {expected:.4f}: "
+                    "average only over the classes that appear in the prediction or the truth")
+            return verdict(False, hint)
+    return verdict(True, "")
