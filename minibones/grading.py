@@ -1,22 +1,66 @@
-"""Compare a learner's module with the library's, and say what is wrong in words.
+"""Grade a learner's block against the library's: is it their own work, does it compute the
+same thing, and if not, what is wrong, in words.
 
-Used by the exercises and by the autograded assignments: a bare ``assert`` tells
-a student nothing, so every check here explains what differs (a missing bias,
-a wrong stride, a misplaced activation) and what to look at.
+Every autograded test of the assignments (``notebooks/assignments``) does three things:
+
+1. **Own work** (:class:`Rules`). A block that *is* the library's class, subclasses it, holds
+   one as a child, or runs its code (``library.BasicBlock.forward(self, x)``, captum's
+   Grad-CAM) scores nothing, and the message says which of these it did. Three independent
+   looks: the class of every submodule and its bases; the names the learner's functions
+   refer to; and the code that actually runs while the learner's block is built and called
+   (``sys.setprofile`` sees every Python frame and every call into C).
+2. **Same computation**: parameters (names and shapes), outputs after copying the library's
+   weights, gradients; separate tests, so that one mistake costs once. A later block is
+   graded with the library's earlier block swapped in (:attr:`Part.swaps`).
+3. **Fair conditions**: what the learner's code writes to stderr (warnings, logging, progress
+   bars) is printed on stdout instead, because nbgrader gives no points to a test cell with
+   anything on stderr; under the autograder, memory is capped so that running out raises an
+   error in one test instead of killing the notebook (which would drop the whole submission).
+
+Test cells import what they call in every cell (``from minibones.grading import A1``): a
+notebook that rebinds a name (``check_module = lambda *a: None``) changes nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dis
+import functools
+import importlib.util
+import os
+import sys
+import types
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from types import SimpleNamespace
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+from minibones.layers import ConvNormAct, SqueezeExcite
+from minibones.models import efficientnet, resnet, vit, xception
 
 
 class Mismatch(AssertionError):
     """The learner's module differs from the library's; the message says how."""
 
 
+class NotOwnWork(AssertionError):
+    """The learner's code is, contains or runs the implementation it was asked to write."""
+
+
+# --- comparing two modules ---------------------------------------------------------------
+
+
 def _shapes(module: nn.Module) -> dict[str, tuple[int, ...]]:
     return {name: tuple(t.shape) for name, t in module.state_dict().items()}
+
+
+def count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
 
 
 def check_same_parameters(student: nn.Module, reference: nn.Module, what: str = "your module") -> None:
@@ -39,16 +83,56 @@ def check_same_parameters(student: nn.Module, reference: nn.Module, what: str = 
         if ours[name] != theirs[name]:
             problems.append(f"{name} has shape {ours[name]}, expected {theirs[name]}")
     if problems:
-        count = lambda m: sum(p.numel() for p in m.parameters())
         raise Mismatch(
             f"{what} has {count(student):,} parameters, the library's has {count(reference):,}:\n  - "
             + "\n  - ".join(problems)
         )
 
 
-def copy_weights(student: nn.Module, reference: nn.Module) -> None:
-    """Give the student's module the library module's weights (names must already match)."""
-    student.load_state_dict(reference.state_dict())
+def copy_weights(student: nn.Module, reference: nn.Module, what: str = "your module") -> dict[str, str]:
+    """Give the student's module the library's weights; returns {student name: library name}.
+
+    By name when the names agree; otherwise in order of registration when the shapes agree
+    one by one (a naming mistake then costs the parameter test only, not the outputs too).
+    """
+    ours, theirs = student.state_dict(), reference.state_dict()
+    if list(ours) == list(theirs) or set(ours) == set(theirs):
+        names = {name: name for name in theirs}
+    elif [t.shape for t in ours.values()] == [t.shape for t in theirs.values()]:
+        names = dict(zip(ours, theirs))
+        print(f"(the parameter names of {what} differ from the library's: its weights were copied in order)")
+    else:
+        raise Mismatch(f"{what}'s parameters do not match the library's (see the parameter test), "
+                       "so its outputs cannot be compared: " + _first_difference(ours, theirs))
+    with torch.no_grad():
+        for mine, library in names.items():
+            ours[mine].copy_(theirs[library])
+    return names
+
+
+def _first_difference(ours: dict, theirs: dict) -> str:
+    for (a, x), (b, y) in zip(ours.items(), theirs.items()):
+        if x.shape != y.shape:
+            return f"yours has {a} {tuple(x.shape)} where the library has {b} {tuple(y.shape)}"
+    return f"yours has {len(ours)} tensors, the library's {len(theirs)}"
+
+
+def compare_outputs(output, expected: Tensor, x: Tensor, what: str, rtol: float, atol: float) -> None:
+    """The same shape and values; the message points at strides, widths or layer order."""
+    if not isinstance(output, Tensor):
+        raise Mismatch(f"{what} returned a {type(output).__name__}, expected a tensor")
+    if output.shape != expected.shape:
+        hint = ""
+        if output.ndim == 4 and output.shape[:2] == expected.shape[:2]:
+            hint = " The channels agree but not the height and width: check the strides."
+        elif output.ndim == 4 and output.shape[2:] == expected.shape[2:]:
+            hint = " Height and width agree but not the channels: check the output width (expansion)."
+        raise Mismatch(f"for an input of shape {tuple(x.shape)}, {what} returned shape {tuple(output.shape)}, "
+                       f"expected {tuple(expected.shape)}.{hint}")
+    if not torch.allclose(output, expected, rtol=rtol, atol=atol):
+        worst = float((output - expected).abs().max())
+        raise Mismatch(f"{what} has the right shapes but different values (largest difference {worst:.3g}): "
+                       "check the order of the layers, where the activations go, and what is added to what.")
 
 
 def check_same_output(student: nn.Module, reference: nn.Module, x: Tensor, what: str = "your module",
@@ -61,52 +145,646 @@ def check_same_output(student: nn.Module, reference: nn.Module, x: Tensor, what:
             output = student(x)
         except NotImplementedError:
             raise Mismatch(f"{what} is not implemented yet (it raised NotImplementedError)") from None
-    if not isinstance(output, Tensor):
-        raise Mismatch(f"{what} returned a {type(output).__name__}, expected a tensor")
-    if output.shape != expected.shape:
-        hint = ""
-        if output.shape[:2] == expected.shape[:2] and output.ndim == 4:
-            hint = " The channels agree but not the height and width: check the strides."
-        elif output.ndim == 4 and output.shape[2:] == expected.shape[2:]:
-            hint = " Height and width agree but not the channels: check the output width (expansion)."
-        raise Mismatch(f"for an input of shape {tuple(x.shape)}, {what} returned shape {tuple(output.shape)}, "
-                       f"expected {tuple(expected.shape)}.{hint}")
-    if not torch.allclose(output, expected, rtol=rtol, atol=atol):
-        worst = float((output - expected).abs().max())
-        raise Mismatch(f"{what} has the right shapes but different values (largest difference {worst:.3g}): "
-                       "check the order of the layers, where the activations go, and what is added to what.")
+    compare_outputs(output, expected, x, what, rtol, atol)
     return output
+
+
+def _gradients(module: nn.Module, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    module.train()
+    inp = x.clone().requires_grad_(True)
+    module.zero_grad(set_to_none=True)
+    out = module(inp)
+    (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()  # every output counts differently
+    return inp.grad, {n: p.grad for n, p in module.named_parameters()}
+
+
+def compare_gradients(ours: tuple, theirs: tuple, names: dict[str, str], what: str, rtol: float, atol: float) -> None:
+    (ours_x, ours_p), (theirs_x, theirs_p) = ours, theirs
+    if ours_x is None or not torch.allclose(ours_x, theirs_x, rtol=rtol, atol=atol):
+        raise Mismatch(f"{what} gives a different gradient with respect to its input: "
+                       "something in the forward pass is detached, in place, or in a different order.")
+    for mine, library in names.items():
+        if library not in theirs_p:
+            continue  # a buffer (batch-norm statistics)
+        grad = ours_p.get(mine)
+        if grad is None or not torch.allclose(grad, theirs_p[library], rtol=rtol, atol=atol):
+            raise Mismatch(f"{what}: the gradient of {mine} differs (or is missing): is {mine} used in forward?")
 
 
 def check_same_gradients(student: nn.Module, reference: nn.Module, x: Tensor, what: str = "your module",
                          rtol: float = 1e-4, atol: float = 1e-6) -> None:
     """The same gradient with respect to the input and to every parameter (training mode)."""
-    grads = []
-    for module in (student, reference):
-        module.train()
-        inp = x.clone().requires_grad_(True)
-        module.zero_grad(set_to_none=True)
-        out = module(inp)
-        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
-        grads.append((inp.grad, {n: p.grad for n, p in module.named_parameters()}))
-    (ours_x, ours_p), (theirs_x, theirs_p) = grads
-    if not torch.allclose(ours_x, theirs_x, rtol=rtol, atol=atol):
-        raise Mismatch(f"{what} gives a different gradient with respect to its input: "
-                       "something in the forward pass is detached, in place, or in a different order.")
-    for name, grad in theirs_p.items():
-        mine = ours_p.get(name)
-        if mine is None or not torch.allclose(mine, grad, rtol=rtol, atol=atol):
-            raise Mismatch(f"{what}: the gradient of {name} differs (or is missing): is {name} used in forward?")
+    names = {name: name for name in reference.state_dict()}
+    compare_gradients(_gradients(student, x), _gradients(reference, x), names, what, rtol, atol)
 
 
 def check_module(student: nn.Module, reference: nn.Module, x: Tensor, what: str = "your module",
                  rtol: float = 1e-5, atol: float = 1e-6) -> None:
-    """All three checks, in the order that gives the most useful message first.
+    """Parameters, outputs and gradients, in the order that gives the most useful message first.
 
     Loosen ``rtol``/``atol`` only where the library uses a fused kernel that rounds
     differently from the textbook formula (attention through scaled_dot_product_attention).
     """
     check_same_parameters(student, reference, what)
-    copy_weights(student, reference)
+    copy_weights(student, reference, what)
     check_same_output(student, reference, x, what, rtol=rtol, atol=atol)
     check_same_gradients(student, reference, x, what, rtol=max(rtol, 1e-4), atol=atol)
+
+
+# --- own work ----------------------------------------------------------------------------
+
+
+def dotted(obj) -> str:
+    module = getattr(obj, "__module__", None) or getattr(getattr(obj, "__self__", None), "__name__", "")
+    return f"{module}.{getattr(obj, '__qualname__', getattr(obj, '__name__', repr(obj)))}".lstrip(".")
+
+
+@functools.lru_cache
+def _package_path(name: str) -> str | None:
+    """Where the code of a dotted module or package lives, without importing it."""
+    top, *rest = name.split(".")
+    spec = importlib.util.find_spec(top)
+    if spec is None:
+        return None
+    base = Path(spec.submodule_search_locations[0]) if spec.submodule_search_locations else Path(spec.origin).parent
+    path = base.joinpath(*rest)
+    return f"{path}{os.sep}" if path.is_dir() or not rest else f"{path}.py"
+
+
+def _codes(function) -> Iterator[types.CodeType]:
+    """The code object of a function and of everything defined inside it (lambdas, comprehensions)."""
+    stack = [function.__code__]
+    while stack:
+        code = stack.pop()
+        yield code
+        stack.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+
+
+def _class_functions(cls: type) -> Iterator[types.FunctionType]:
+    for value in vars(cls).values():
+        value = getattr(value, "__func__", value)  # staticmethod, classmethod
+        if isinstance(value, property):
+            yield from (f for f in (value.fget, value.fset) if f is not None)
+        elif isinstance(value, types.FunctionType):
+            yield value
+
+
+_LOADS = ("LOAD_GLOBAL", "LOAD_DEREF", "LOAD_NAME", "LOAD_CLASSDEREF")
+
+
+def _references(code: types.CodeType) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """Each global (or closure) name the code loads, with the attributes read from it right
+    after: ``library.Bottleneck.forward`` gives ``("library", ("Bottleneck", "forward"))``."""
+    instructions = list(dis.get_instructions(code))
+    for i, instruction in enumerate(instructions):
+        if instruction.opname in _LOADS:
+            attributes = []
+            for following in instructions[i + 1:]:
+                if following.opname not in ("LOAD_ATTR", "LOAD_METHOD"):
+                    break
+                attributes.append(following.argval)
+            yield instruction.argval, tuple(attributes)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _references(const)
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What a learner's implementation must not be, contain or run.
+
+    ``forbidden``: classes and functions (the library's blocks, captum's Grad-CAM, a fused
+    attention kernel), or dotted names of whole modules and packages (``"captum"``,
+    ``"torchvision.models"``). ``allowed``: the library's classes an assignment hands out
+    (``ProjectionShortcut``), allowed even inside a forbidden module. ``hint``: what to build
+    from instead; every message ends with it.
+    """
+
+    forbidden: tuple = ()
+    allowed: tuple = ()
+    hint: str = ""
+
+    @property
+    def modules(self) -> tuple[str, ...]:
+        return tuple(f for f in self.forbidden if isinstance(f, str))
+
+    def _in_forbidden_module(self, module_name: str | None) -> bool:
+        return bool(module_name) and any(module_name == m or module_name.startswith(m + ".") for m in self.modules)
+
+    def _allowed_class(self, cls: type) -> bool:
+        return any(isinstance(a, type) and issubclass(cls, a) for a in self.allowed)
+
+    def offending_class(self, cls: type) -> type | None:
+        """The first forbidden class among ``cls`` and its bases (None when all are fine)."""
+        if self._allowed_class(cls):
+            return None
+        for base in cls.__mro__:
+            if base in self.forbidden or self._in_forbidden_module(base.__module__):
+                return base
+        return None
+
+    def forbids(self, obj) -> bool:
+        """Is ``obj`` (a class, function, builtin, module or module instance) forbidden?"""
+        if isinstance(obj, type):
+            return self.offending_class(obj) is not None
+        if isinstance(obj, types.ModuleType):
+            return self._in_forbidden_module(obj.__name__)
+        if isinstance(obj, nn.Module):
+            return self.offending_class(type(obj)) is not None
+        if any(obj is a for a in self.allowed):
+            return False
+        if any(obj is f for f in self.forbidden):
+            return True
+        functions = (types.FunctionType, types.BuiltinFunctionType)
+        return isinstance(obj, functions) and self._in_forbidden_module(getattr(obj, "__module__", None))
+
+    def _fail(self, what: str, problem: str) -> None:
+        raise NotOwnWork(f"{what} {problem}. The assignment asks you to write this yourself, so this test gives "
+                         f"no points.{' ' + self.hint if self.hint else ''}")
+
+    def check_module(self, module: nn.Module, what: str) -> None:
+        """No submodule is, subclasses or is built from a forbidden class."""
+        inside_allowed: list[str] = []
+        for path, sub in module.named_modules():
+            if any(path.startswith(prefix + ".") for prefix in inside_allowed):
+                continue
+            if self._allowed_class(type(sub)):
+                inside_allowed.append(path)
+                continue
+            bad = self.offending_class(type(sub))
+            if bad is None:
+                continue
+            if path == "" and type(sub) is bad:
+                self._fail(what, f"is the library's {dotted(bad)}")
+            elif path == "":
+                self._fail(what, f"is a subclass of the library's {dotted(bad)}")
+            self._fail(what, f"holds the library's {dotted(bad)} (as .{path}) and hands the work to it")
+
+    def check_code(self, obj, what: str) -> None:
+        """The learner's functions (methods, helpers they call) name nothing forbidden."""
+        home = getattr(obj, "__module__", None)
+        seen, todo = set(), list(_own_functions(obj, home))
+        while todo:
+            function = todo.pop()
+            if function in seen:
+                continue
+            seen.add(function)
+            scope = dict(function.__globals__)
+            for name, cell in zip(function.__code__.co_freevars, function.__closure__ or ()):
+                with contextlib.suppress(ValueError):
+                    scope[name] = cell.cell_contents
+            for name, attributes in _references(function.__code__):
+                if name not in scope:
+                    continue
+                value, used = scope[name], [name]
+                for attribute in attributes:  # follow modules down to what is used: library.Bottleneck
+                    if not isinstance(value, types.ModuleType) or not hasattr(value, attribute):
+                        break
+                    value = getattr(value, attribute)
+                    used.append(attribute)
+                if self.forbids(value):
+                    self._fail(what, f"uses {'.'.join(used)}, that is {_described(value)}")
+                elif getattr(value, "__module__", None) == home and value is not obj:
+                    todo.extend(_own_functions(value, home))
+
+    @contextlib.contextmanager
+    def watch(self, what: str) -> Iterator[None]:
+        """Run the learner's code and fail if any forbidden code ran inside it."""
+        watcher, previous, error = _Watcher(self), sys.getprofile(), None
+        sys.setprofile(watcher)
+        try:
+            yield
+        except Exception as raised:  # the learner's own error, unless forbidden code ran before it
+            error = raised
+        finally:
+            watcher.done = True
+            still_ours = sys.getprofile() is watcher
+            sys.setprofile(previous)
+        if not still_ours:
+            self._fail(what, "switched off the grader's watch over which code runs (sys.setprofile)")
+        if watcher.ran:
+            self._fail(what, f"runs {watcher.ran}, which it must not use")
+        if error is not None:
+            raise error
+
+
+def _described(obj) -> str:
+    if isinstance(obj, types.ModuleType):
+        return f"the module {obj.__name__}"
+    if isinstance(obj, nn.Module):
+        return f"an instance of {dotted(type(obj))}"
+    return dotted(obj)
+
+
+def _own_functions(obj, home: str | None) -> Iterator[types.FunctionType]:
+    """The functions written where ``obj`` was: its own methods and those of bases written there too."""
+    if isinstance(obj, types.FunctionType):
+        yield obj
+    elif isinstance(obj, type):
+        for cls in obj.__mro__:
+            if cls.__module__ == home:
+                yield from _class_functions(cls)
+
+
+_WATCH_OFF = (sys.setprofile,)  # a learner's code that turns the watch off fails the test
+
+
+class _Watcher:
+    """A profile function (``sys.setprofile``) that records the first forbidden code to run.
+
+    Code run *inside* an allowed class (``ProjectionShortcut.__init__`` calling the library's
+    ``conv1x1``) is not counted: frames below an allowed frame are skipped.
+    """
+
+    def __init__(self, rules: Rules):
+        self.paths = tuple(p for p in map(_package_path, rules.modules) if p)
+        self.codes = {}
+        for item in rules.forbidden:
+            functions = _class_functions(item) if isinstance(item, type) else [item]
+            for function in functions:
+                if isinstance(function, types.FunctionType):
+                    self.codes.update({code: dotted(function) for code in _codes(function)})
+        self.builtins = {id(f): dotted(f) for f in rules.forbidden if isinstance(f, types.BuiltinFunctionType)}
+        self.builtins.update({id(f): f"{f.__module__}.{f.__name__}" for f in _WATCH_OFF})
+        self.allowed = set()
+        for cls in rules.allowed:
+            for base in (cls.__mro__ if isinstance(cls, type) else ()):
+                if not base.__module__.startswith("torch"):
+                    for function in _class_functions(base):
+                        self.allowed.update(_codes(function))
+        self.inside_allowed: list = []
+        self.ran: str | None = None
+        self.done = False  # set just before the grader itself switches the watch off
+
+    def __call__(self, frame, event, arg) -> None:
+        if self.done:
+            return
+        if event == "return" and self.inside_allowed and frame is self.inside_allowed[-1]:
+            self.inside_allowed.pop()
+        elif self.inside_allowed or self.ran:
+            return
+        elif event == "call":
+            code = frame.f_code
+            if code in self.allowed:
+                self.inside_allowed.append(frame)
+            elif code in self.codes:
+                self.ran = self.codes[code]
+            elif code.co_filename.startswith(self.paths):
+                self.ran = f"{frame.f_globals.get('__name__', code.co_filename)}.{code.co_qualname}"
+        elif event == "c_call" and id(arg) in self.builtins:
+            self.ran = self.builtins[id(arg)]
+
+
+# --- fair conditions ---------------------------------------------------------------------
+
+MEMORY_LIMIT_GB = 4
+"""Memory the autograder gives a notebook on top of what Python, torch and minibones use."""
+
+
+def limit_memory(extra_gb: float = MEMORY_LIMIT_GB) -> None:
+    """Under the autograder, cap the kernel's memory (RLIMIT_DATA) at its current use plus ``extra_gb``.
+
+    Without a cap, a learner's block that allocates too much gets the kernel killed, and
+    nbgrader then drops the whole submission (no graded notebook, no feedback). With it,
+    the allocation fails with an error inside one test, which costs that test only. Only
+    under ``nbgrader autograde`` (which sets ``NBGRADER_EXECUTION``): learners' own runs are
+    not limited. Idempotent.
+    """
+    if os.environ.get("NBGRADER_EXECUTION") != "autograde" or not os.path.exists(f"/proc/{os.getpid()}/status"):
+        return
+    import resource  # Unix only, as the autograder's limit is
+
+    if resource.getrlimit(resource.RLIMIT_DATA)[0] != resource.RLIM_INFINITY:
+        return
+    with open(f"/proc/{os.getpid()}/status") as status:
+        used_kb = next(int(line.split()[1]) for line in status if line.startswith("VmData:"))
+    limit = used_kb * 1024 + int(extra_gb * 2**30)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+
+@contextlib.contextmanager
+def stderr_to_stdout() -> Iterator[None]:
+    """What the learner's code writes to stderr appears on stdout: nbgrader gives no points to a
+    test cell with stderr output, and a warning or a progress bar is no mistake."""
+    with contextlib.redirect_stderr(sys.stdout):
+        yield
+
+
+def _namespace(student) -> dict | None:
+    """The notebook's global names, as the learner's code sees them."""
+    functions = [student] if isinstance(student, types.FunctionType) else list(_own_functions(student, student.__module__))
+    return functions[0].__globals__ if functions else None
+
+
+@contextlib.contextmanager
+def swapped(namespace: dict | None, swaps: dict) -> Iterator[None]:
+    """Bind notebook names to the library's blocks for a while (``SqueezeExcite`` inside ``MBConv``)."""
+    if namespace is None or not swaps:
+        yield
+        return
+    missing = object()
+    before = {name: namespace.get(name, missing) for name in swaps}
+    namespace.update(swaps)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is missing:
+                namespace.pop(name, None)
+            else:
+                namespace[name] = value
+
+
+def _call_args(args: tuple, kwargs: dict) -> str:
+    return ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
+
+
+# --- one graded part of an assignment ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Part:
+    """One block of an assignment, graded against the library's block built from the same arguments.
+
+    ``reference(*args, **kwargs)`` builds the library's block; ``rules`` say what the learner's
+    may not use; ``swaps`` bind notebook names to the library's earlier blocks while this part
+    is graded, so that a mistake in an earlier part does not cost points here too.
+    """
+
+    name: str
+    reference: Callable[..., nn.Module]
+    rules: Rules
+    swaps: dict = field(default_factory=dict)
+    rtol: float = 1e-5
+    atol: float = 1e-6
+
+    @contextlib.contextmanager
+    def graded(self, student, what: str) -> Iterator[None]:
+        """The conditions the learner's code runs in: swaps, stderr on stdout, memory cap, and the watch."""
+        limit_memory()
+        with swapped(_namespace(student), self.swaps), stderr_to_stdout(), self.rules.watch(what):
+            try:
+                yield
+            except NotImplementedError:
+                raise Mismatch(f"{what} is not implemented yet (it raised NotImplementedError)") from None
+
+    def build(self, student: type, args: tuple, kwargs: dict) -> tuple[nn.Module, nn.Module, str]:
+        """The learner's block and the library's, from the same arguments, after the own-work checks."""
+        what = f"{self.name}({_call_args(args, kwargs)})"
+        if not callable(student):
+            raise Mismatch(f"{self.name} should be a class, got {type(student).__name__}")
+        bad = self.rules.offending_class(student) if isinstance(student, type) else None
+        if bad is not None:
+            self.rules._fail(what, f"is the library's {dotted(bad)}" if student is bad
+                             else f"is a subclass of the library's {dotted(bad)}")
+        self.rules.check_code(student, what)
+        reference = self.reference(*args, **kwargs)
+        with self.graded(student, what):
+            module = student(*args, **kwargs)
+        if not isinstance(module, nn.Module):
+            raise Mismatch(f"{what} built a {type(module).__name__}, expected an nn.Module")
+        self.rules.check_module(module, what)
+        return module, reference, what
+
+    def check_parameters(self, student: type, *args, **kwargs) -> None:
+        """The same parameter names and shapes as the library's block."""
+        module, reference, what = self.build(student, args, kwargs)
+        check_same_parameters(module, reference, what)
+        print(f"{what}: {count(module):,} parameters, named as in the library")
+
+    def check_output(self, student: type, *args, input_shape: tuple[int, ...], **kwargs) -> None:
+        """The same output as the library's block with the same weights (evaluation mode)."""
+        module, reference, what = self.build(student, args, kwargs)
+        self._check_output(module, reference, what, input_shape)
+        print(f"{what}: the same output as the library for an input of shape {input_shape}")
+
+    def check_gradients(self, student: type, *args, input_shape: tuple[int, ...], **kwargs) -> None:
+        """The same gradients, for the input and every parameter (training mode)."""
+        module, reference, what = self.build(student, args, kwargs)
+        self._check_gradients(module, reference, what, input_shape)
+        print(f"{what}: the same gradients as the library")
+
+    def check(self, student: type, *args, input_shape: tuple[int, ...], **kwargs) -> None:
+        """Parameters, output and gradients at once (the hidden tests)."""
+        module, reference, what = self.build(student, args, kwargs)
+        check_same_parameters(module, reference, what)
+        self._check_output(module, reference, what, input_shape)
+        self._check_gradients(module, reference, what, input_shape)
+        print(f"{what} matches the library on an input of shape {input_shape}")
+
+    def _check_output(self, module: nn.Module, reference: nn.Module, what: str, input_shape) -> None:
+        copy_weights(module, reference, what)
+        x = _input(input_shape)
+        module.eval(), reference.eval()
+        with torch.no_grad():
+            expected = reference(x)
+            with self.graded(module, what):
+                output = module(x)
+        compare_outputs(output, expected, x, what, self.rtol, self.atol)
+
+    def _check_gradients(self, module: nn.Module, reference: nn.Module, what: str, input_shape) -> None:
+        names = copy_weights(module, reference, what)
+        x = _input(input_shape)
+        theirs = _gradients(reference, x)
+        with self.graded(module, what):
+            ours = _gradients(module, x)
+        compare_gradients(ours, theirs, names, what, max(self.rtol, 1e-4), self.atol)
+
+
+def _input(shape: tuple[int, ...]) -> Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(sum(shape)))
+
+
+# --- the assignments' rules --------------------------------------------------------------
+
+LIBRARIES = ("minibones.models", "minibones.layers", "minibones.viz", "minibones.exercises",
+             "torchvision.models", "torchvision.ops", "timm", "captum")
+"""Where blocks like the assignments' live: a learner's block must not come from there."""
+
+A1 = SimpleNamespace(
+    basic_block=Part("BasicBlock", resnet.BasicBlock, Rules(
+        LIBRARIES, allowed=(resnet.ProjectionShortcut,),
+        hint="Build it from nn.Conv2d, nn.BatchNorm2d, nn.ReLU and the ProjectionShortcut the setup cell imports.")),
+    bottleneck=Part("Bottleneck", resnet.Bottleneck, Rules(
+        LIBRARIES, allowed=(resnet.ProjectionShortcut,),
+        hint="Build it from nn.Conv2d, nn.BatchNorm2d, nn.ReLU and the ProjectionShortcut the setup cell imports.")),
+)
+
+_SEPARABLE_HINT = "Build it from nn.Conv2d (groups=...), nn.BatchNorm2d and nn.ReLU."
+A2 = SimpleNamespace(
+    separable_conv=Part("SeparableConv", xception.SeparableConv, Rules(LIBRARIES, hint=_SEPARABLE_HINT)),
+    # graded with the library's SeparableConv in place of the learner's: a mistake there costs once
+    middle_flow=Part("MiddleFlowBlock", lambda channels: xception.XceptionBlock(channels, channels, reps=3), Rules(
+        LIBRARIES, allowed=(xception.SeparableConv,), hint=_SEPARABLE_HINT),
+        swaps={"SeparableConv": xception.SeparableConv}),
+)
+
+_library_se = partial(SqueezeExcite, act=nn.SiLU, gate=nn.Sigmoid)  # EfficientNet's squeeze-and-excitation
+_MBCONV_RULES = Rules(LIBRARIES, allowed=(ConvNormAct, SqueezeExcite),
+                      hint="Build it from the ConvNormAct the setup cell imports and your SqueezeExcite.")
+A3 = SimpleNamespace(
+    squeeze_excite=Part("SqueezeExcite", _library_se, Rules(
+        LIBRARIES, hint="Build it from nn.AdaptiveAvgPool2d, nn.Conv2d, nn.SiLU and nn.Sigmoid.")),
+    mbconv=Part("MBConv", efficientnet.MBConv, _MBCONV_RULES, swaps={"SqueezeExcite": _library_se}),
+)
+
+_FUSED_ATTENTION = (F.scaled_dot_product_attention, F.multi_head_attention_forward, nn.MultiheadAttention)
+_ATTENTION_HINT = "Write it with nn.Linear, matrix products (@) and torch.softmax."
+A4 = SimpleNamespace(
+    patch_embed=Part("PatchEmbed", vit.PatchEmbed, Rules(LIBRARIES, hint="One nn.Conv2d does it.")),
+    attention=Part("MultiHeadSelfAttention", vit.MultiHeadSelfAttention, Rules(
+        LIBRARIES + _FUSED_ATTENTION, hint=_ATTENTION_HINT), rtol=1e-4, atol=1e-5),
+    encoder_block=Part("EncoderBlock", vit.EncoderBlock, Rules(
+        LIBRARIES, allowed=(vit.MultiHeadSelfAttention,),
+        hint="Build it from nn.LayerNorm, your attention, nn.Linear and nn.GELU."),
+        swaps={"MultiHeadSelfAttention": vit.MultiHeadSelfAttention}, rtol=1e-4, atol=1e-5),
+)
+
+
+def check_savings(savings: Callable[[int], float], channels: int) -> None:
+    """A2: ``savings(channels)`` is the weights of a full 3x3 conv over those of a separable one."""
+    what = f"separable_savings({channels})"
+    part = A2.middle_flow  # the library's SeparableConv is swapped in: a mistake there costs once
+    part.rules.check_code(savings, what)
+    with part.graded(savings, what):
+        ratio = savings(channels)
+    expected = 9 * channels / (9 + channels)
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or abs(ratio - expected) > 1e-9 * expected:
+        raise Mismatch(f"{what} returned {ratio!r}; a standard 3x3 conv has 9*C*C weights, a separable one "
+                       "9*C + C*C: count them with sum(p.numel() for p in module.parameters())")
+    print(f"{what} = {ratio:.2f}: the separable conv has {ratio:.2f}x fewer weights")
+
+
+def check_attention_weights(student: type, dim: int, heads: int, tokens: int) -> None:
+    """A4: ``attention(z)`` returns A = softmax(q k^T / sqrt(D_h)), (B, heads, N, N), as the library's."""
+    module, reference, what = A4.attention.build(student, (dim, heads), {})
+    copy_weights(module, reference, what)
+    z = _input((2, tokens, dim))
+    with torch.no_grad():
+        _, expected = reference.eval().forward_attention(z)
+        with A4.attention.graded(module, what):
+            weights = module.eval().attention(z)
+    if not isinstance(weights, Tensor) or weights.shape != expected.shape:
+        shape = tuple(weights.shape) if isinstance(weights, Tensor) else type(weights).__name__
+        raise Mismatch(f"{what}.attention returned {shape}, expected (B, heads, N, N) = {tuple(expected.shape)}")
+    if not torch.allclose(weights.sum(-1), torch.ones_like(weights.sum(-1)), atol=1e-5):
+        raise Mismatch(f"every row of A must sum to 1 ({what}): softmax over the last dimension")
+    if not torch.allclose(weights, expected, rtol=1e-4, atol=1e-6):
+        raise Mismatch(f"the attention weights of {what} differ from the library's: did you scale by 1/sqrt(D_h), per head?")
+    print(f"{what}: the attention weights match the library's, every row sums to 1")
+
+
+# --- A5: Grad-CAM ------------------------------------------------------------------------
+
+
+def reference_grad_cam(model: nn.Module, x: Tensor, target: int, layer: nn.Module) -> Tensor:
+    """captum's Grad-CAM with the ReLU of equation 2, upsampled bilinearly: what A5 is checked against."""
+    from captum.attr import LayerAttribution, LayerGradCam
+
+    cam = LayerGradCam(model, layer).attribute(x, target=target, relu_attributions=True)
+    return LayerAttribution.interpolate(cam, x.shape[2:], interpolate_mode="bilinear").detach()
+
+
+def _reference_rank_correlation(a: Tensor, b: Tensor) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a.flatten().numpy(), b.flatten().numpy())[0])
+
+
+_GRAD_CAM_RULES = Rules(
+    ("captum", "minibones.viz", "minibones.exercises", "pytorch_grad_cam", reference_grad_cam),
+    hint="Use a forward hook (layer.register_forward_hook) and torch.autograd.grad.")
+_RANK_RULES = Rules(("scipy", "pandas", "minibones.viz", _reference_rank_correlation),
+                    hint="Rank with torch.argsort, average the ranks of ties, then correlate.")
+
+
+def grading_model() -> tuple[nn.Module, Tensor]:
+    """A5's test model and photograph: a ResNet-18 (10 classes, fixed random weights) and the cat at 96 x 96."""
+    from minibones.photos import load_photo
+    from minibones.registry import create_model
+
+    torch.manual_seed(0)
+    return create_model("resnet18", num_classes=10).eval(), load_photo("cat", size=96).tensor
+
+
+def _run_grad_cam(grad_cam: Callable, model: nn.Module, x: Tensor, target: int, layer: nn.Module, what: str) -> Tensor:
+    limit_memory()
+    _GRAD_CAM_RULES.check_code(grad_cam, what)
+    with stderr_to_stdout(), _GRAD_CAM_RULES.watch(what):
+        try:
+            return grad_cam(model, x, target, layer)
+        except NotImplementedError:
+            raise Mismatch(f"{what} is not implemented yet (it raised NotImplementedError)") from None
+
+
+def check_grad_cam(grad_cam: Callable, stage: str, targets: tuple[int, ...], batch: bool = False) -> None:
+    """A5: the learner's maps equal captum's Grad-CAM at ``stage`` for each class in ``targets``."""
+    model, x = grading_model()
+    if batch:
+        x = torch.cat([x, x.flip(-1)])
+    layer = model.get_submodule(f"stages.{stage}")
+    for target in targets:
+        what = f"grad_cam(model, x, {target}, model.stages.{stage})" + (" on a batch of two images" if batch else "")
+        ours = _run_grad_cam(grad_cam, model, x, target, layer, what)
+        theirs = reference_grad_cam(model, x, target, layer)
+        if not isinstance(ours, Tensor):
+            raise Mismatch(f"{what} returned a {type(ours).__name__}, expected a tensor")
+        if ours.shape != theirs.shape:
+            raise Mismatch(f"{what} returned shape {tuple(ours.shape)}, expected {tuple(theirs.shape)}: "
+                           "one channel, upsampled to the input's height and width")
+        if not torch.allclose(ours, theirs, rtol=1e-4, atol=1e-6):
+            hint = ("average over positions, not over the batch" if batch else
+                    "check the average over positions (equation 1), the ReLU after the sum (equation 2), "
+                    "bilinear upsampling, and that you use the layer you are given")
+            raise Mismatch(f"{what} differs from captum's Grad-CAM (largest difference "
+                           f"{float((ours - theirs).abs().max()):.3g}): {hint}")
+    print(f"Grad-CAM at {stage} matches captum for classes {targets}" + (" on a batch" if batch else ""))
+
+
+def check_grad_cam_cleans_up(grad_cam: Callable, failing_input: bool = False) -> None:
+    """A5: no hooks left on the model, even when the forward pass fails, and no .grad on its parameters."""
+    model, x = grading_model()
+    if failing_input:
+        x = torch.randn(1, 1, 64, 64)  # one channel: the model's first conv raises
+    what = "grad_cam" + (" on an input the model rejects" if failing_input else "")
+    with contextlib.suppress(RuntimeError, ValueError) if failing_input else contextlib.nullcontext():
+        _run_grad_cam(grad_cam, model, x, 1, model.stages.conv5_x, what)
+    left = [name or "the model" for name, module in model.named_modules() if module._forward_hooks]
+    if left:
+        when = "when the model raises, " if failing_input else ""
+        raise Mismatch(f"{when}forward hooks are still registered on {left} after {what}: "
+                       "remove them (handle.remove()) in a finally block")
+    dirty = [name for name, p in model.named_parameters() if p.grad is not None]
+    if dirty:
+        raise Mismatch(f"{len(dirty)} parameters have a .grad after {what} (e.g. {dirty[0]}): use torch.autograd.grad "
+                       "instead of .backward(), so that explaining a model does not change its gradients")
+    print(f"{what} leaves the model as it found it")
+
+
+def check_rank_correlation(rank_correlation: Callable, hidden: bool = False) -> None:
+    """A5: Spearman's rank correlation of two maps, ties given their average rank, as scipy computes it."""
+    limit_memory()
+    generator = torch.Generator().manual_seed(5 if hidden else 1)
+    a = F.relu(torch.randn(12, 10, generator=generator))  # about half zeros: many ties, as in Grad-CAM maps
+    cases = [(a, a), (a, -a), (a, a + 0.5 * torch.randn(12, 10, generator=generator))]
+    if hidden:
+        cases += [(a.round(), F.relu(torch.randn(12, 10, generator=generator)).round()), (a, a * 3 + 1)]
+    for left, right in cases:
+        what = f"rank_correlation on two {tuple(left.shape)} maps"
+        _RANK_RULES.check_code(rank_correlation, what)
+        with stderr_to_stdout(), _RANK_RULES.watch(what):
+            try:
+                rho = rank_correlation(left.clone(), right.clone())
+            except NotImplementedError:
+                raise Mismatch("rank_correlation is not implemented yet (it raised NotImplementedError)") from None
+        expected = _reference_rank_correlation(left, right)
+        rho = float(rho) if isinstance(rho, (Tensor, int, float)) and not isinstance(rho, bool) else rho
+        if not isinstance(rho, float) or abs(rho - expected) > 1e-5:
+            raise Mismatch(f"{what} returned {rho!r}, expected {expected:.6f}: rank each map (ties get the average "
+                           "of their ranks), then take the Pearson correlation of the ranks")
+    print("rank_correlation matches Spearman's rho" + (" on other maps" if hidden else ""))
+
+
+A5 = SimpleNamespace(
+    check_grad_cam=check_grad_cam, check_clean_up=check_grad_cam_cleans_up, check_rank_correlation=check_rank_correlation,
+)
