@@ -21,7 +21,12 @@ that pyramid. The backbone side of the contract is the same for every family:
   summed, and a 1x1 conv predicts a class per pixel.
 * :func:`build_segmenter` - ``build_segmenter("resnet18", num_classes=4)``: swapping the
   backbone is one argument. :class:`ShapesOnPhotos` is a small offline task to train it on,
-  with :func:`train_segmenter`, a short loop with a per-pixel loss.
+  with :func:`train_segmenter`, a short loop with a per-pixel loss; it also gives every
+  shape's box, for detection (:mod:`minibones.detection`).
+* :func:`detection_backbone` - the same pyramid in the form torchvision's own detectors
+  (``FCOS``, ``RetinaNet``, ``FasterRCNN``) take, with :func:`anchor_generator` and
+  :func:`roi_pooler` for the parts they need to know about it, and
+  :func:`torchvision_detector` to build any of the three in one call.
 """
 
 from __future__ import annotations
@@ -147,6 +152,100 @@ class PyramidBackbone(nn.Module):
         return self.neck([stages[i] for i in self.indices])
 
 
+# --- the pyramid inside torchvision's detectors -------------------------------------------
+
+
+class DetectionBackbone(PyramidBackbone):
+    """A :class:`PyramidBackbone` that speaks torchvision's detection interface: ``forward``
+    returns an ``OrderedDict`` of the levels named "0", "1", ... (finest first), and
+    ``out_channels`` says their common width. Same parameters as the PyramidBackbone."""
+
+    def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
+        return OrderedDict((str(i), fmap) for i, fmap in enumerate(super().forward(x)))
+
+
+def detection_backbone(model: Backbone, out_channels: int = 256, num_levels: int = 4) -> DetectionBackbone:
+    """Any minibones backbone with its neck, ready for ``torchvision.models.detection``.
+
+    The detectors read the pyramid; what else each needs to know about it:
+
+    * ``FCOS(backbone, num_classes, anchor_generator=anchor_generator(backbone.strides, "fcos"))``:
+      one square anchor per location, as wide as the level's stride (FCOS uses the anchor's
+      centre as its point and its width as the unit of the distances it predicts);
+      ``out_channels`` must be a multiple of 32 (its head's GroupNorm).
+    * ``RetinaNet(backbone, num_classes, anchor_generator=anchor_generator(backbone.strides, "retinanet"))``:
+      nine anchors per location.
+    * ``FasterRCNN(backbone, num_classes, rpn_anchor_generator=anchor_generator(backbone.strides, "faster_rcnn"),
+      box_roi_pool=roi_pooler(backbone))``: three anchors per location for the region
+      proposal network, and a RoIAlign that pools each proposal from the level its size suits.
+
+    All three resize their inputs (to 800 pixels by default) and normalise them: pass
+    ``min_size``/``max_size`` (the images' size, to keep it) and the backbone's
+    ``image_mean``/``image_std`` (``model.config.mean``/``std``), and give them images in
+    [0, 1]. :func:`torchvision_detector` does all of this.
+    """
+    return DetectionBackbone(model, out_channels, num_levels)
+
+
+def anchor_generator(strides: list[int], detector: str):
+    """The ``torchvision.models.detection.anchor_utils.AnchorGenerator`` that suits a pyramid at
+    ``strides`` (finest first) for ``detector`` ("fcos", "retinanet" or "faster_rcnn").
+
+    * fcos: one anchor of size s per level at stride s, aspect ratio 1 (torchvision's default,
+      8..128 for P3..P7, is the same rule);
+    * retinanet: sizes 4s x 2^(0, 1/3, 2/3) and aspect ratios 1:2, 1:1, 2:1 (Lin et al. 2017,
+      section 4: areas 32^2 on P3 up to 512^2 on P7, three scales and three ratios);
+    * faster_rcnn: size 8s and the same three ratios (FPN paper, section 4.1: areas 32^2 on P2
+      up to 512^2 on P6).
+    """
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+
+    if detector == "fcos":
+        sizes, ratios = [(s,) for s in strides], (1.0,)
+    elif detector == "retinanet":
+        sizes, ratios = [tuple(4 * s * 2 ** (k / 3) for k in range(3)) for s in strides], (0.5, 1.0, 2.0)
+    elif detector == "faster_rcnn":
+        sizes, ratios = [(8 * s,) for s in strides], (0.5, 1.0, 2.0)
+    else:
+        raise ValueError(f"detector must be 'fcos', 'retinanet' or 'faster_rcnn', got {detector!r}")
+    return AnchorGenerator(tuple(sizes), (ratios,) * len(strides))
+
+
+def roi_pooler(backbone: DetectionBackbone, output_size: int = 7, sampling_ratio: int = 2):
+    """Faster R-CNN's ``MultiScaleRoIAlign`` over every level of ``backbone``: a 7 x 7 grid per
+    proposal, read from level k = floor(4 + log2(sqrt(w h) / 224)) (FPN paper, equation 1;
+    torchvision infers each level's scale from its size relative to the image)."""
+    from torchvision.ops import MultiScaleRoIAlign
+
+    return MultiScaleRoIAlign([str(i) for i in range(len(backbone.strides))], output_size, sampling_ratio)
+
+
+def torchvision_detector(detector: str, model: Backbone | DetectionBackbone, num_classes: int, image_size: int,
+                         out_channels: int = 256, num_levels: int = 4, **kwargs) -> nn.Module:
+    """torchvision's ``FCOS``, ``RetinaNet`` or ``FasterRCNN`` (``detector`` = "fcos", "retinanet",
+    "faster_rcnn") on ``model`` with its neck (or on a :class:`DetectionBackbone` as it is), for
+    images of ``image_size`` pixels in [0, 1] (kept at that size, normalised with the backbone's
+    mean and std). ``num_classes`` counts the background; ``kwargs`` go to the detector."""
+    from torchvision.models import detection
+
+    if detector not in ("fcos", "retinanet", "faster_rcnn"):
+        raise ValueError(f"detector must be 'fcos', 'retinanet' or 'faster_rcnn', got {detector!r}")
+    if isinstance(model, DetectionBackbone):
+        backbone = model
+    else:
+        backbone = detection_backbone(model, out_channels, num_levels)
+    config = backbone.body.config
+    anchors = anchor_generator(backbone.strides, detector)
+    settings = dict(min_size=image_size, max_size=image_size, image_mean=list(config.mean), image_std=list(config.std))
+    settings.update(kwargs)
+    if detector == "fcos":
+        return detection.FCOS(backbone, num_classes, anchor_generator=anchors, **settings)
+    if detector == "retinanet":
+        return detection.RetinaNet(backbone, num_classes, anchor_generator=anchors, **settings)
+    return detection.FasterRCNN(backbone, num_classes, rpn_anchor_generator=anchors, box_roi_pool=roi_pooler(backbone),
+                                **settings)
+
+
 # --- the head and the whole model -----------------------------------------------------
 
 
@@ -231,14 +330,25 @@ class ShapesOnPhotos(torch.utils.data.Dataset):
     and test crops come from disjoint parts of the photographs (see ``PHOTOS``).
 
     Items: (image (3, size, size) normalised with ``mean``/``std``, mask (size, size) int64).
+
+    For detection, ``targets[n]`` holds image n's ``boxes`` (k, 4), (x0, y0, x1, y1) in pixels
+    around the *visible* part of each shape (later shapes are pasted over earlier ones), and
+    their ``labels`` (k,) (1 disc, 2 square, 3 triangle); a shape of which less than
+    ``min_visible`` of its pixels remain visible gets no box. ``radius`` is the range of the
+    shapes' radii as fractions of ``size`` (``(0.05, 0.4)`` gives objects from a few pixels to
+    most of the image).
     """
 
     classes = SHAPES
 
     def __init__(self, split: str = "train", size: int = 64, length: int = 256, seed: int = 0,
-                 max_shapes: int = 3, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+                 max_shapes: int = 3, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                 radius: tuple[float, float] = (0.08, 0.22), min_visible: float = 0.3):
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        if not 0 < radius[0] <= radius[1] < 0.5:
+            raise ValueError(f"radius must be (smallest, largest) fractions of the size with 0 < smallest <= largest "
+                             f"< 0.5, got {radius!r}")
         photos = []
         for name in PHOTOS:
             photo = read_background(name)
@@ -250,8 +360,11 @@ class ShapesOnPhotos(torch.utils.data.Dataset):
         rng = np.random.default_rng([seed, split == "test"])
         images = np.empty((length, size, size, 3), np.uint8)
         masks = np.zeros((length, size, size), np.int64)
+        self.targets = []
         yy, xx = np.mgrid[0:size, 0:size] + 0.5
         for n in range(length):
+            instances = np.zeros((size, size), np.int64)  # which shape (1, 2, ...) each pixel shows
+            kinds, areas = [], []
             photo = photos[rng.integers(len(photos))]
             scale = rng.integers(1, min(photo.shape[:2]) // size + 1)  # crop size x scale pixels, keep every scale-th
             span = size * scale
@@ -260,17 +373,21 @@ class ShapesOnPhotos(torch.utils.data.Dataset):
             image = photo[top : top + span : scale, left : left + span : scale, :3].copy()
             for _ in range(rng.integers(1, max_shapes + 1)):
                 kind = rng.integers(1, len(SHAPES))
-                radius = rng.uniform(0.08, 0.22) * size
-                cy, cx = rng.uniform(radius, size - radius, 2)
+                r = rng.uniform(*radius) * size
+                cy, cx = rng.uniform(r, size - r, 2)
                 if kind == 1:
-                    inside = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
+                    inside = (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
                 elif kind == 2:
-                    inside = (abs(yy - cy) <= radius * 0.85) & (abs(xx - cx) <= radius * 0.85)
+                    inside = (abs(yy - cy) <= r * 0.85) & (abs(xx - cx) <= r * 0.85)
                 else:  # an upward triangle: below the two sloped edges, above the base
-                    inside = (yy <= cy + radius * 0.8) & (abs(xx - cx) <= (yy - (cy - radius)) * 0.6)
+                    inside = (yy <= cy + r * 0.8) & (abs(xx - cx) <= (yy - (cy - r)) * 0.6)
                 image[inside] = rng.integers(0, 256, 3)
                 masks[n][inside] = kind
+                kinds.append(kind)
+                areas.append(inside.sum())
+                instances[inside] = len(kinds)
             images[n] = image
+            self.targets.append(visible_boxes(instances, kinds, areas, min_visible))
         tensor = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
         self.images = (tensor - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
         self.masks = torch.from_numpy(masks)
@@ -281,6 +398,20 @@ class ShapesOnPhotos(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         return self.images[index], self.masks[index]
+
+
+def visible_boxes(instances: np.ndarray, kinds: list[int], areas: list[int], min_visible: float) -> dict[str, Tensor]:
+    """The box around the visible pixels of each shape (``instances`` == k for shape k = 1, 2, ...)
+    of which at least ``min_visible`` of its ``areas[k - 1]`` pixels remain: a box takes
+    pixel columns x0 .. x1 - 1 and rows y0 .. y1 - 1."""
+    boxes, labels = [], []
+    for k, (kind, area) in enumerate(zip(kinds, areas), start=1):
+        rows, cols = np.nonzero(instances == k)
+        if area and len(rows) >= min_visible * area:
+            boxes.append([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1])
+            labels.append(kind)
+    return {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+            "labels": torch.tensor(labels, dtype=torch.int64)}
 
 
 def mean_iou(logits: Tensor, masks: Tensor, num_classes: int) -> float:
