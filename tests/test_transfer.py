@@ -156,3 +156,116 @@ def test_discriminative_fine_tuning_is_a_recipe_of_the_experiment():
     result = transfer_experiment("resnet20", target, source=start, config=config, recipes=("discriminative",))
     (row,) = result.rows
     assert row["recipe"] == "discriminative" and row["trainable_params"] == result.total
+
+
+# --- label efficiency ------------------------------------------------------------------
+
+
+def test_labelled_subset_draws_k_images_of_every_class_and_depends_on_the_seed():
+    from minibones.transfer import labelled_subset
+
+    labels = torch.arange(10).repeat(20)  # 20 images of each of 10 classes
+    chosen = labelled_subset(labels, 3, seed=0)
+    assert torch.bincount(labels[chosen], minlength=10).tolist() == [3] * 10
+    assert not torch.equal(chosen, labelled_subset(labels, 3, seed=1))
+    assert torch.equal(chosen, labelled_subset(labels, 3, seed=0))
+    assert sorted(labelled_subset(labels, "all", seed=0).tolist()) == list(range(200))
+    with pytest.raises(ValueError, match="fewer than the 21"):
+        labelled_subset(labels, 21, seed=0)
+    with pytest.raises(ValueError, match="positive whole number or 'all'"):
+        labelled_subset(labels, 0, seed=0)
+
+
+def test_resize_inputs_normalises_and_resizes():
+    from minibones.transfer import resize_inputs
+
+    images = torch.full((2, 3, 8, 8), 255, dtype=torch.uint8)
+    x = resize_inputs(images, 32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    assert x.shape == (2, 3, 32, 32) and torch.allclose(x, torch.ones_like(x))  # white is +1 in [-1, 1]
+
+
+@pytest.mark.parametrize("name, stage", [("efficientnet_lite0", "conv_head"), ("efficientnet_lite0", "stem"),
+                                         ("resnet18", "conv4_x")])
+def test_split_at_cuts_a_network_into_a_trunk_and_a_top_that_compose_to_it(name, stage):
+    from minibones.transfer import split_at
+
+    torch.manual_seed(0)
+    model = minibones.create_model(name).eval()
+    trunk, top = split_at(model, stage)
+    assert next(iter(top.named_children()))[0] == stage
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(top(trunk(x)), model(x))
+    assert sum(p.numel() for p in trunk.parameters()) + sum(p.numel() for p in top.parameters()) == \
+        minibones.count_parameters(model)
+
+
+def test_split_at_refuses_what_it_cannot_cut():
+    from minibones.transfer import split_at
+
+    with pytest.raises(ValueError, match="choose one of"):
+        split_at(minibones.create_model("resnet20"), "layer3")
+    with pytest.raises(ValueError, match="not the chain"):  # ViT: class token and position embedding in forward
+        split_at(minibones.create_model("vit_tiny_cifar"), "blocks")
+
+
+def test_linear_probe_reaches_the_optimum_scikit_learn_finds():
+    from sklearn.linear_model import LogisticRegression
+
+    from minibones.transfer import accuracy, linear_probe
+
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.randn(3, 20, generator=generator) * 2
+    labels = torch.arange(3).repeat(30)
+    features = centres[labels] + torch.randn(90, 20, generator=generator) + 5.0  # off-centre on purpose
+    probe = linear_probe(features, labels, weight_decay=1e-2)
+    assert probe.gradient_norm < 1e-4
+    # the same objective: mean cross-entropy + C-scaled L2 on the weights only (sklearn: C = 1 / (N * weight_decay))
+    reference = LogisticRegression(C=1 / (90 * 1e-2), tol=1e-10, max_iter=10_000).fit(features.double().numpy(), labels.numpy())
+    ours = probe(features).double()
+    theirs = torch.from_numpy(reference.decision_function(features.double().numpy()))
+    torch.testing.assert_close(ours - ours.mean(1, keepdim=True), theirs - theirs.mean(1, keepdim=True), atol=1e-2, rtol=1e-2)
+    assert accuracy(probe, features, labels) == 1.0
+    assert not any(p.requires_grad for p in probe.parameters())
+
+
+def test_train_steps_runs_exactly_the_budget_and_reports_test_accuracy():
+    from minibones.transfer import train_steps
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    inputs, labels = torch.randn(40, 3, 2, 2), torch.arange(40) % 3
+    steps_taken = []
+    model.register_forward_hook(lambda m, i, o: steps_taken.append(m.training) if m.training else None)
+    curve = train_steps(model, inputs, labels, steps=20, batch_size=16, lr=0.1, test=(inputs, labels))
+    assert len(steps_taken) == 20  # one training forward per step, evaluations in eval mode
+    assert list(curve) == [15, 20] and all(0 <= a <= 1 for a in curve.values())
+
+
+def test_train_steps_gives_the_new_classifier_its_own_rate():
+    from minibones.transfer import train_steps
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 3))
+    body = model[1].weight.detach().clone()
+    train_steps(model, torch.randn(32, 3, 2, 2), torch.arange(32) % 3, steps=8, lr=0.0, classifier_lr=0.1)
+    assert torch.equal(model[1].weight, body)  # lr 0: the pretrained part did not move
+
+
+def test_label_efficiency_tabulates_pairs_and_plots():
+    from minibones.transfer import LabelEfficiency
+
+    curve = LabelEfficiency([1, "all"], images_per_class_all=140.0)
+    for k, (a, b) in {1: ((0.5, 0.6), (0.4, 0.4)), "all": ((0.9, 0.9), (0.95, 0.97))}.items():
+        for seed in range(2):
+            curve.add("probe", k, a[seed])
+            curve.add("scratch", k, b[seed], late_gain=0.01)
+    assert "| probe | 55.0 ± 7.1 (n=2) | 90.0 ± 0.0 (n=2) |" in curve.table()
+    difference = curve.difference("probe", "scratch")
+    assert difference[1] == pytest.approx((15.0, 7.071), abs=1e-3)  # paired: +10 and +20 points
+    assert difference["all"][0] == pytest.approx(-6.0)
+    assert "scratch" in curve.plateau_table() and "probe" not in curve.plateau_table()
+    figure = curve.plot(chance=0.1)
+    ax = figure.axes[0]
+    assert ax.get_xscale() == "log" and ax.get_ylabel() == "test accuracy (%)"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "all\n(~140)"]

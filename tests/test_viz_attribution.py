@@ -57,13 +57,86 @@ def test_integrated_gradients_and_deeplift_are_complete_on_a_relu_network(resnet
 
 
 @pytest.mark.parametrize("name, activation", [("vit_tiny_cifar", "GELU"), ("efficientnet_b0", "SiLU"),
-                                              ("mobilenet_v2", "ReLU6"), ("mobilenet_v3_small", "Hardswish")])
-def test_guided_backprop_is_refused_where_captum_would_silently_fall_back_to_the_gradient(name, activation):
+                                              ("mobilenet_v3_small", "Hardswish")])
+def test_guided_backprop_is_refused_on_activations_it_has_no_rule_for(name, activation):
     model = minibones.create_model(name, num_classes=10).eval()
     x = torch.randn(1, 3, 32, 32)
     for method in ["guided_backprop", "guided_gradcam"]:
         result = viz.attribute(model, x, method, target=1)
-        assert not result.ok and "only overrides nn.ReLU" in result.note and activation in result.note
+        assert not result.ok and "rule for ReLU and ReLU6 only" in result.note and activation in result.note
+
+
+def test_guided_backprop_and_guided_gradcam_equal_captums_on_a_relu_network(resnet20):
+    from captum.attr import GuidedBackprop, GuidedGradCam
+
+    x, _ = viz.as_input(resnet20, "cat")
+    ours = viz.attribution.guided_gradients(resnet20, x, 3)
+    theirs = GuidedBackprop(resnet20).attribute(x.clone().requires_grad_(True), target=3)
+    assert torch.equal(ours, theirs)
+    guided_gradcam = viz.attribute(resnet20, x, "guided_gradcam", target=3)
+    theirs = GuidedGradCam(resnet20, resnet20.get_submodule("stages.conv4_x")).attribute(
+        x.clone().requires_grad_(True), target=3, interpolate_mode="bilinear")
+    assert guided_gradcam.layer == "conv4_x"
+    assert torch.allclose(guided_gradcam.map, theirs[0].sum(0).detach(), atol=1e-7)
+    assert not [m for m in resnet20.modules() if m._backward_hooks]  # every hook removed
+
+
+def small_net(activation):
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), activation(), nn.Conv2d(8, 8, 3, padding=1), activation(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
+
+
+def test_relu6_is_guided_where_captum_returns_the_plain_gradient():
+    from captum.attr import GuidedBackprop, Saliency
+
+    relu6, relu = small_net(nn.ReLU6), small_net(nn.ReLU)  # the same weights
+    x = 0.5 * torch.randn(1, 3, 16, 16)
+    assert relu6[:2](x).max() < 6  # no unit saturates: ReLU6 acts as ReLU here
+    plain = Saliency(relu6).attribute(x.clone().requires_grad_(True), target=1, abs=False)
+    assert torch.equal(GuidedBackprop(relu6).attribute(x.clone().requires_grad_(True), target=1), plain)  # captum
+    guided = viz.attribution.guided_gradients(relu6, x, 1)
+    assert not torch.allclose(guided, plain)
+    assert torch.allclose(guided, GuidedBackprop(relu).attribute(x.clone().requires_grad_(True), target=1))
+    lite = minibones.create_model("efficientnet_lite0", num_classes=10).eval()  # ReLU6 only: both guided maps drawn
+    assert viz.attribution.unguided_activations(lite) == [] and viz.non_relu_activations(lite) == ["ReLU6"]
+    assert all(viz.attribute(lite, torch.randn(1, 3, 32, 32), m, target=1).ok
+               for m in ["guided_backprop", "guided_gradcam"])
+
+
+def test_signed_methods_are_drawn_diverging_and_the_others_sequential(resnet20):
+    assert set(viz.attribution.SIGNED_METHODS) == {"integrated_gradients", "occlusion", "guided_backprop", "deeplift",
+                                       "guided_gradcam"}
+    x, image = viz.as_input(resnet20, "cat")
+    signed = viz.attribute(resnet20, x, "integrated_gradients", target=3, **FAST)
+    assert signed.signed and signed.map.min() < 0
+    fig, ax = plt.subplots()
+    with pytest.raises(ValueError, match="signed=True"):
+        viz.show_overlay(ax, image, signed.map, signed=False)
+    signed.show(ax, image)
+    plt.close(fig)
+    rgba = viz.overlay_rgba(torch.tensor([[0.0, 1.0]]), normalized=True, signed=False)
+    assert rgba[0, 0, 3] == 0 and rgba[0, 1, 3] > 0  # transparent at zero, opaque at the top
+
+
+def test_mass_inside_a_region_is_the_share_of_the_positive_map():
+    values = torch.tensor([[1.0, 3.0], [-5.0, 0.0]])
+    left = viz.attribution.region_mask((2, 2), cols=(0, 0.5))
+    assert left.tolist() == [[True, False], [True, False]]
+    assert viz.attribution.mass_inside(values, left) == pytest.approx(0.25)  # the negative value counts for nothing
+    with pytest.raises(ValueError, match="boolean mask"):
+        viz.attribution.mass_inside(values, left.float())
+    with pytest.raises(ValueError, match="fractions"):
+        viz.attribution.region_mask((2, 2), rows=(0.5, 0.5))
+
+
+def test_top_classes_are_the_most_probable_on_the_input_as_given(resnet20):
+    x, _ = viz.as_input(resnet20, "cat")
+    top = viz.attribution.top_classes(resnet20, x, 3)
+    with torch.no_grad():
+        probabilities = resnet20(x).softmax(1)[0]
+    assert [p.index for p in top] == probabilities.topk(3).indices.tolist()
+    assert top[0].probability == pytest.approx(float(probabilities.max()))
 
 
 def test_deeplift_without_rules_shows_its_convergence_delta_instead_of_a_map(vit):

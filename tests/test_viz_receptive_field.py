@@ -28,7 +28,8 @@ from torch import nn  # noqa: E402
 
 import minibones  # noqa: E402
 from minibones.viz import (  # noqa: E402
-    ReceptiveField, effective_receptive_field, plot_receptive_field, receptive_fields,
+    ReceptiveField, effective_receptive_field, erf_extent, plot_effective_receptive_fields, plot_receptive_field,
+    receptive_fields,
 )
 
 
@@ -287,3 +288,45 @@ def test_receptive_field_plot_has_the_box_and_the_effective_field():
 def test_a_network_on_grey_images_can_be_traced():
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3, stride=2))
     assert [rf.size for rf in receptive_fields(net, 16, layers="all") if rf.name in ("0", "2")] == [(3, 3), (5, 5)]
+
+
+def test_erf_extent_is_the_smallest_centred_square_holding_the_mass():
+    point = torch.zeros(9, 9)
+    point[4, 4] = 1.0
+    assert erf_extent(point, 0.5) == erf_extent(point, 1.0) == 1
+    plateau = torch.zeros(21, 21)
+    plateau[5:16, 5:16] = 1.0  # 11 x 11 pixels of equal weight
+    assert erf_extent(plateau, 1.0) == 11
+    assert erf_extent(plateau, 0.5) == 9  # 7 x 7 = 49 of 121 pixels is too little, 9 x 9 = 81 enough
+    shifted = torch.zeros(20, 20)
+    shifted[2:5, 13:16] = 1.0  # a 3 x 3 field centred on (3, 14), off the middle: found by its centre of mass
+    assert erf_extent(shifted, 1.0) == 3
+    assert erf_extent(shifted, 1.0, centre=(10, 10)) > 3
+
+
+def test_erf_extent_counts_only_the_part_inside_the_map():
+    corner = torch.zeros(10, 10)
+    corner[0, 0] = corner[0, 1] = corner[1, 0] = corner[1, 1] = 1.0
+    assert erf_extent(corner, 1.0, centre=(0, 0)) == 3  # rows and columns -1 ... 1, clipped to 0 ... 1
+
+
+def test_erf_extent_refuses_what_is_not_an_effective_field():
+    with pytest.raises(ValueError, match=r"\(H, W\)"):
+        erf_extent(torch.ones(2, 3, 3))
+    with pytest.raises(ValueError, match="mass"):
+        erf_extent(torch.ones(3, 3), 0.0)
+    with pytest.raises(ValueError, match="non-negative"):
+        erf_extent(-torch.ones(3, 3))
+
+
+def test_trained_and_random_effective_fields_side_by_side():
+    torch.manual_seed(0)
+    model = minibones.create_model("resnet20")
+    inputs = torch.randn(2, 3, 32, 32)
+    erfs = {label: {stage: effective_receptive_field(model, stage, inputs=inputs) for stage in ("conv2_x", "conv3_x")}
+            for label in ("a", "b")}
+    fig = plot_effective_receptive_fields(erfs)
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 4 and all(len(ax.patches) == 2 for ax in panels)  # the 50% and the 90% squares
+    assert "50%" in panels[0].get_title()
+    plt.close(fig)

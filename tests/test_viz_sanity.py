@@ -24,6 +24,14 @@ def test_randomization_cascades_from_the_classifier_down(resnet20):
     assert viz.cascading_layers(resnet20) == ["head", "stages.conv4_x", "stages.conv3_x", "stages.conv2_x", "stem"]
 
 
+def test_the_cascade_covers_every_trained_block_not_only_the_named_stages():
+    lite = minibones.create_model("efficientnet_lite0")  # feature_info names stage1, 2, 3, 5 and conv_head only
+    layers = viz.cascading_layers(lite)
+    assert layers == ["head", "conv_head"] + [f"stages.stage{k}" for k in range(7, 0, -1)] + ["stem"]
+    covered = {name for name, _ in lite.named_parameters() if any(name.startswith(layer + ".") for layer in layers)}
+    assert covered == {name for name, _ in lite.named_parameters()}
+
+
 def test_guided_backprop_ignores_the_classifier_and_the_gradient_does_not(resnet20):
     # Adebayo et al. 2018, figure 2: guided backprop barely changes when the top layers are
     # re-initialised (it reconstructs the image), the plain gradient does.
@@ -37,7 +45,7 @@ def test_guided_backprop_ignores_the_classifier_and_the_gradient_does_not(resnet
 
 def test_randomization_of_a_method_that_does_not_apply_says_why():
     model = minibones.create_model("mobilenet_v3_small", num_classes=10).eval()
-    message = "guided_backprop does not apply to mobilenet_v3_small.*only overrides nn.ReLU"
+    message = "guided_backprop does not apply to mobilenet_v3_small.*rule for ReLU and ReLU6 only"
     with pytest.raises(ValueError, match=message):
         viz.model_randomization_test(model, torch.randn(1, 3, 32, 32), "guided_backprop")
 
@@ -67,10 +75,80 @@ def test_deletion_and_insertion_reward_a_faithful_map():
         viz.deletion_insertion(model, x, faithful[:8, :8], target=0)
 
 
-def test_sanity_figures(resnet20):
-    fig = viz.plot_model_randomization(resnet20, "cat", methods=("gradcam", "guided_backprop"))
-    assert any(ax.get_lines() for ax in fig.axes)
+def test_model_randomization_runs_every_method_on_one_copy_and_keeps_the_target(resnet20):
+    x, image = viz.as_input(resnet20, "cat")
+    run = viz.sanity.model_randomization(resnet20, x, ("gradcam", "guided_backprop"), target=3, layers=["head", "stem"])
+    assert run.target == 3 and run.layers == ["head", "stem"]
+    assert set(run.original) == {"gradcam", "guided_backprop"} and all(len(m) == 2 for m in run.maps.values())
+    assert all(len(rho) == 2 and np.all(np.abs(rho) <= 1) for rho in run.spearman_abs.values())
+    same = viz.model_randomization_test(resnet20, x, "gradcam", target=3, layers=["head", "stem"])[1]
+    assert [step.spearman_abs for step in same] == pytest.approx(list(run.spearman_abs["gradcam"]))
+    fig = viz.plot_model_randomization(run, image, model=resnet20)
+    assert len(fig.axes) == 2 * 3
     plt.close(fig)
-    fig = viz.plot_deletion_insertion(resnet20, "cat", methods=("saliency", "gradcam"), steps=4)
+    rho = np.stack([[run.spearman_abs[m] for m in run.original]] * 2)  # (images, methods, layers)
+    fig = viz.sanity.plot_randomization_curves(rho, list(run.original), run.layers, resnet20)
+    assert len(fig.axes[0].get_lines()) == 2 + 1  # one per method, and the zero line
+    plt.close(fig)
+
+
+def test_faithfulness_over_images_ranks_a_faithful_map_above_a_random_one():
+    model = TopLeftDetector()
+    images = []
+    for seed, brightness in enumerate((0.1, 0.2, 0.3)):  # class 0 at 73% to 95%: far from saturated
+        x = 0.02 * torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+        x[:, :, :8, :8] += brightness
+        images.append(x)
+    scores = viz.sanity.faithfulness(model, images, ["saliency", "random"], targets=[0, 0, 0], curve_steps=8)
+    assert scores.deletion.shape == (3, 2, 9) and scores.deletion_auc.shape == (3, 2)
+    assert np.all(scores.deletion_auc[:, 0] < scores.deletion_auc[:, 1])
+    assert np.all(scores.insertion_auc[:, 0] > scores.insertion_auc[:, 1])
+    fig = viz.sanity.plot_faithfulness(scores)
+    plt.close(fig)
+
+
+def test_bootstrap_ranking_says_how_often_the_order_survives_resampling():
+    rng = np.random.default_rng(0)
+    clear = np.column_stack([rng.normal(0.2, 0.01, 20), rng.normal(0.5, 0.01, 20)])  # method 1 always higher
+    ranking = viz.sanity.bootstrap_ranking(clear, higher_is_better=True, resamples=200)
+    assert list(ranking.order) == [1, 0] and ranking.same_order == 1.0 and list(ranking.ahead) == [1.0]
+    assert ranking.low[1] < ranking.mean[1] < ranking.high[1]
+    assert list(viz.sanity.bootstrap_ranking(clear, higher_is_better=False, resamples=50).order) == [0, 1]
+    noise = rng.normal(0, 1, (20, 2))  # no difference: either order, about half the time
+    assert 0.2 < viz.sanity.bootstrap_ranking(noise, higher_is_better=True, resamples=400).same_order < 0.8
+    groups = np.repeat(np.arange(5), 4)  # 5 photographs, 4 crops each: 5 units, not 20
+    grouped = viz.sanity.bootstrap_ranking(noise, higher_is_better=True, resamples=50, groups=groups)
+    assert grouped.sem == pytest.approx(noise.std(0, ddof=1) / np.sqrt(5))
+
+
+def test_perturbed_images_delete_to_the_mean_and_insert_into_a_blur():
+    x = torch.randn(1, 3, 16, 16)
+    ranking = torch.arange(256.0).view(16, 16)  # the bottom rows first
+    deleted, inserted = viz.sanity.perturbed_images(x, ranking, [0.0, 0.5, 1.0])
+    assert torch.equal(deleted[0], x[0]) and not deleted[2].any() and torch.equal(inserted[2], x[0])
+    assert not deleted[1, :, 8:].any() and torch.equal(deleted[1, :, :8], x[0, :, :8])
+    assert torch.equal(inserted[1, :, 8:], x[0, :, 8:])
+
+
+def test_sanity_figures(resnet20):
+    fig = viz.plot_deletion_insertion(resnet20, "cat", methods=("saliency", "gradcam"), curve_steps=4)
     assert len(fig.axes[-1].get_lines()) == 2
     plt.close(fig)
+
+
+def test_more_photographs_side_by_side_and_dataset_images():
+    from minibones.data import Data, ImageTensors
+    from minibones.photos import MORE_PHOTOS, dataset_inputs, load_photo, side_by_side
+
+    for name in MORE_PHOTOS:
+        assert load_photo(name, size=32).tensor.shape == (1, 3, 32, 32)
+    pair = side_by_side("cat", "coffee", 32)
+    assert pair.image.shape == (32, 64, 3) and pair.tensor.shape == (1, 3, 32, 64)
+    assert torch.equal(pair.tensor[..., :32], load_photo("cat", 32).tensor)
+    images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 3, 4, 4).contiguous()
+    split = ImageTensors(images, torch.zeros(10, dtype=torch.long))
+    data = Data("toy", split, split, ["a"], (0.0,) * 3, (1.0,) * 3, 4, "a test")
+    inputs = dataset_inputs(data, 4, mean=(0.0,) * 3, std=(1.0,) * 3)
+    assert [round(float(x[0, 0, 0, 0]) * 255) for x in inputs] == [0, 3, 6, 9]  # spread over the split
+    with pytest.raises(ValueError, match="positive whole number"):
+        dataset_inputs(data, 0)

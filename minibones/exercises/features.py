@@ -1,9 +1,13 @@
-"""Checkers for notebook 07 (hierarchical features): receptive fields.
+"""Checkers for notebook 07 (hierarchical features): receptive fields, the patch a unit sees,
+and the size of an effective receptive field.
 
-Every true answer is computed by :func:`minibones.viz.receptive_fields`, which follows a
-model's own forward pass (on the meta device, so no weights are allocated); nothing is
-read from a table. The hints point at the recurrence of Araujo, Norris & Sim (Distill
-2019) without giving the number away.
+Every true answer is computed by the library: receptive fields by
+:func:`minibones.viz.receptive_fields`, which follows a model's own forward pass (on the meta
+device, so no weights are allocated), patches by :func:`minibones.viz.crop_field`, effective
+sizes by :func:`minibones.viz.erf_extent`; nothing is read from a table. The hints point at
+the idea (the recurrence of Araujo, Norris & Sim, Distill 2019; clipping; the centred square)
+without giving the answer away. The two ``check_*_function`` checkers try the learner's own
+function on many cases, so a function that only knows one answer does not pass.
 """
 
 from __future__ import annotations
@@ -12,11 +16,11 @@ from numbers import Integral
 from typing import Sequence
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 import minibones
 from minibones.exercises import verdict
-from minibones.viz import ReceptiveField, receptive_fields
+from minibones.viz import ReceptiveField, crop_field, erf_extent, receptive_fields
 
 RECURRENCE = "each layer adds (kernel - 1) x jump, the jump being the product of the strides before it"
 
@@ -109,4 +113,104 @@ def check_stage_receptive_field(answer: int, model: str = "resnet34", stage: str
     return verdict(answer == truth, hint)
 
 
-__all__ = ["check_dilated_receptive_field", "check_stage_receptive_field", "check_unit_region"]
+def _patch_cases() -> list[tuple[Tensor, ReceptiveField, int, int]]:
+    """Pictures whose every pixel differs, with the fields of real stages at several sizes (TF "SAME"
+    padding makes Lite0's geometry depend on the size), units in the middle and at every border."""
+    generator = torch.Generator().manual_seed(0)
+    cases = []
+    for model, stage, size in [("efficientnet_lite0", "stage2", (64, 80)), ("efficientnet_lite0", "stage3", (75, 64)),
+                               ("resnet18", "conv2_x", (48, 48)), ("resnet18", "conv3_x", (96, 64))]:
+        (field,) = receptive_fields(_structure(model), size, layers=[stage])
+        picture = torch.rand(3, *size, generator=generator)
+        rows, cols = -(-size[0] // field.stride[0]), -(-size[1] // field.stride[1])  # the map's size
+        for i, j in [(rows // 2, cols // 2), (0, 0), (rows - 1, cols - 1), (0, cols // 2), (rows // 2, cols - 1)]:
+            cases.append((picture, field, i, j))
+    return cases
+
+
+def check_receptive_patch(function) -> None:
+    """Does ``function(picture, field, i, j)`` return the pixels of ``picture`` (3, H, W) that unit
+    (i, j) sees, clipped to the picture, as :func:`minibones.viz.crop_field` does?
+
+    Why: this crop is how Zeiler & Fergus show what excites a unit (section 5 of notebook 07);
+    the clipping matters at the border, where a deep unit's field reaches far past the image.
+    Tried on the fields of two families at several picture sizes, at the centre and at every border.
+    """
+    if not callable(function):
+        raise ValueError(f"pass your function itself, e.g. check_receptive_patch(receptive_patch), got {function!r}")
+    for picture, field, i, j in _patch_cases():
+        truth = crop_field(picture, field, i, j)
+        answer = function(picture.clone(), field, i, j)
+        where = f"unit ({i}, {j}) of a field of size {field.size[0]}, stride {field.stride[0]}, padding {field.padding[0]} on a {tuple(picture.shape)} picture"
+        if not isinstance(answer, Tensor):
+            return verdict(False, f"return a tensor (3, h, w) cut out of the picture, got {type(answer).__name__}")
+        if answer.shape != truth.shape:
+            full = (3, field.size[0], field.size[1])
+            if tuple(answer.shape) == full:
+                hint = (f"for {where} the field reaches past the border: keep only the part inside the picture "
+                        "(clip the rows to 0 ... H - 1 and the columns to 0 ... W - 1)")
+            elif any(abs(a - t) == 1 for a, t in zip(answer.shape[1:], truth.shape[1:])):
+                hint = (f"for {where} your patch is one pixel off in size: the field's first and last rows are both "
+                        "included (bottom - top + 1 rows), and a Python slice stops before its end")
+            else:
+                hint = (f"for {where} your patch is {tuple(answer.shape)}; a unit sees `size` pixels starting at "
+                        "i x stride - padding (before clipping to the picture)")
+            return verdict(False, hint)
+        if not torch.equal(answer, truth):
+            return verdict(False, f"for {where} the size is right but the pixels come from the wrong place: the field "
+                                  "starts at row i x stride - padding and column j x stride - padding")
+    return verdict(True, "")
+
+
+def _erf_cases() -> list[tuple[Tensor, float, tuple[int, int]]]:
+    """Gaussian blobs of several widths (one stretched, one near a corner) and a square plateau,
+    each normalised to sum to 1, with the masses the notebook uses."""
+    cases = []
+    for size, centre, sigma in [(33, (16, 16), (3.0, 3.0)), (64, (32, 31), (9.0, 5.0)), (40, (5, 34), (4.0, 4.0)),
+                                (25, (12, 12), (0.4, 0.4))]:
+        rows = torch.arange(size, dtype=torch.float64)[:, None]
+        cols = torch.arange(size, dtype=torch.float64)[None, :]
+        erf = torch.exp(-((rows - centre[0]) ** 2) / (2 * sigma[0] ** 2) - (cols - centre[1]) ** 2 / (2 * sigma[1] ** 2))
+        for mass in (0.5, 0.9, 1.0):
+            cases.append((erf / erf.sum(), mass, centre))
+    plateau = torch.zeros(21, 21, dtype=torch.float64)
+    plateau[5:16, 5:16] = 1.0
+    cases.append((plateau / plateau.sum(), 0.5, (10, 10)))
+    return cases
+
+
+def check_erf_extent(function) -> None:
+    """Does ``function(erf, mass, centre)`` give the side of the smallest square centred on ``centre``
+    that holds ``mass`` of ``erf`` (an (H, W) map summing to 1), as :func:`minibones.viz.erf_extent` does?
+
+    Why: an effective receptive field has no edge, so "how big is it" needs a rule; this is the
+    one notebook 07 uses to compare trained and random networks.
+    """
+    if not callable(function):
+        raise ValueError(f"pass your function itself, e.g. check_erf_extent(erf_square), got {function!r}")
+    for erf, mass, centre in _erf_cases():
+        truth = erf_extent(erf, mass, centre)
+        answer = function(erf.clone(), mass, centre)
+        if isinstance(answer, Tensor) and answer.numel() == 1:
+            answer = answer.item()
+        if isinstance(answer, bool) or not isinstance(answer, Integral):
+            return verdict(False, f"return the side as a whole number of pixels, got {answer!r}")
+        where = f"for a {tuple(erf.shape)} field centred on {centre} and mass {mass}"
+        if answer == truth:
+            continue
+        if answer % 2 == 0:
+            hint = f"{where} you gave an even side; a square centred on a pixel has side 2 x half + 1"
+        elif answer > truth:
+            hint = (f"{where} your square is too large: stop at the first half-width whose square holds at least "
+                    "`mass` (start from half = 0, a single pixel)")
+        else:
+            hint = (f"{where} your square is too small: it must hold at least `mass` of the field (>=, not >); near "
+                    "the border, count only the part of the square inside the map and keep growing")
+        return verdict(False, hint)
+    return verdict(True, "")
+
+
+__all__ = [
+    "check_dilated_receptive_field", "check_erf_extent", "check_receptive_patch", "check_stage_receptive_field",
+    "check_unit_region",
+]

@@ -2,7 +2,8 @@
 
 :func:`attribute` computes one map with one method; :func:`attribution_grid` draws
 methods x backbones on the same photograph, in the shared display of
-:mod:`minibones.viz.display` (red: evidence for the class, blue: against; one scale).
+:mod:`minibones.viz.display` (signed maps: red for the class, blue against; non-negative
+maps: a sequential scale from zero).
 
 The methods (all but the attention ones through captum):
 
@@ -11,7 +12,7 @@ The methods (all but the attention ones through captum):
 ``integrated_gradients``    path integral of gradients from the zero input (Sundararajan et al. 2017)
 ``smoothgrad``              saliency averaged over noisy copies (Smilkov et al. 2017), via ``NoiseTunnel``
 ``occlusion``               score drop when a patch is set to the mean colour (Zeiler & Fergus 2014)
-``guided_backprop``         gradients with negative values stopped at each ReLU (Springenberg et al. 2015)
+``guided_backprop``         gradients with negative values stopped at each rectifier (Springenberg et al. 2015)
 ``deeplift``                DeepLIFT rescale rule against the zero input (Shrikumar et al. 2017)
 ``gradcam``                 channel-weighted activations of a stage, ReLU, upsampled (Selvaraju et al. 2017)
 ``guided_gradcam``          guided backprop x Grad-CAM (same paper)
@@ -19,15 +20,19 @@ The methods (all but the attention ones through captum):
 ``attention_rollout``       ViT only: attention multiplied through all blocks (Abnar & Zuidema 2020)
 ==========================  ==========================================================
 
-The zero input of the last two is zero *after* normalisation: the dataset's mean colour (a
-dark grey for the digits, a brownish grey for ImageNet), not a black image.
+The zero input of integrated gradients and DeepLift is zero *after* normalisation: the
+mean colour of the training data (a brownish grey for the torchvision ImageNet models,
+mid-grey for EfficientNet-Lite, whose inputs are scaled to [-1, 1]), not a black image.
 
 Where a method does not mean what it claims on a model, the toolkit *says so* (the
 result has ``map=None`` and a ``note``) instead of drawing a misleading picture:
 
-* captum's ``GuidedBackprop`` only overrides ``nn.ReLU`` modules. On models with SiLU
-  (EfficientNet), GELU (ViT, ConvNeXt), hardswish or ReLU6 (MobileNet) it silently
-  returns (partly) the plain gradient, so guided backprop and guided Grad-CAM are refused.
+* captum's ``GuidedBackprop`` only overrides ``nn.ReLU`` modules. On models with ReLU6
+  (EfficientNet-Lite, MobileNet-V2), SiLU (EfficientNet), GELU (ViT, ConvNeXt) or hardswish
+  (MobileNet-V3) it silently returns (partly) the plain gradient. The toolkit therefore
+  applies the guided rule itself (:func:`guided_gradients`), at ``nn.ReLU`` and ``nn.ReLU6``
+  (a ReLU clipped at 6: the same rule holds where it is active), and refuses guided
+  backprop and guided Grad-CAM on any other activation, where no such rule exists.
 * ``DeepLift`` has rules for ReLU, sigmoid, tanh, softmax and max pooling only; elsewhere it
   falls back to gradients and its attributions stop summing to ``f(x) - f(baseline)``.
   Even on ReLU-only networks it can be far off (measured with random weights: up to ~100% on
@@ -44,6 +49,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -67,6 +73,13 @@ DEFAULT_METHODS = (
 # The modules captum's DeepLift has a rule for (captum.attr._core.deep_lift.SUPPORTED_NON_LINEAR, 0.9.0).
 DEEPLIFT_RULES = (nn.ReLU, nn.ELU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Softmax, nn.MaxPool2d)
 DEEPLIFT_MAX_DELTA = 0.10
+# The activations guided backprop has a rule for: rectifiers, whose gradient is 1 where they are active, else 0.
+RECTIFIERS = (nn.ReLU, nn.ReLU6)
+# Methods whose maps have a sign (evidence for and against the class); the others are magnitudes (>= 0).
+SIGNED_METHODS = ("integrated_gradients", "occlusion", "guided_backprop", "deeplift", "guided_gradcam")
+# Methods with one independent value per pixel: drawn blurred by DISPLAY_SMOOTHING pixels (see show_overlay).
+PIXEL_METHODS = ("saliency", "smoothgrad", "integrated_gradients", "guided_backprop", "deeplift", "guided_gradcam")
+DISPLAY_SMOOTHING = 1.5
 
 
 @dataclass
@@ -92,6 +105,19 @@ class Attribution:
     def ok(self) -> bool:
         return self.map is not None
 
+    @property
+    def signed(self) -> bool:
+        """Whether the map has a sign (drawn with a diverging colour map centred at zero)."""
+        return self.method in SIGNED_METHODS
+
+    def show(self, ax, image, title: str | None = None) -> None:
+        """Draw the map over ``image`` the way its method calls for (see :func:`show_map`), or say
+        why there is none."""
+        if self.ok:
+            show_map(ax, image, self.map, self.method, self.title() if title is None else title)
+        else:
+            show_note(ax, image, self.note or "not available", self.title() if title is None else title)
+
     def title(self) -> str:
         title = self.method.replace("_", " ")
         if self.layer:
@@ -101,6 +127,13 @@ class Attribution:
         if self.ok and self.note:
             title += " *"  # drawn, with a caveat in ``note``
         return title
+
+
+def show_map(ax, image, values: Tensor, method: str, title: str = "") -> None:
+    """A method's map over ``image``: diverging colours for signed methods, sequential for the
+    others; per-pixel methods blurred by :data:`DISPLAY_SMOOTHING` pixels for display."""
+    smooth = DISPLAY_SMOOTHING if method in PIXEL_METHODS else 0.0
+    show_overlay(ax, image, values, title, signed=method in SIGNED_METHODS, smooth=smooth)
 
 
 def non_relu_activations(model: nn.Module) -> list[str]:
@@ -113,6 +146,11 @@ def non_relu_activations(model: nn.Module) -> list[str]:
     return sorted(names)
 
 
+def unguided_activations(model: nn.Module) -> list[str]:
+    """Names of the activation types guided backprop has no rule for (anything but ReLU and ReLU6)."""
+    return [name for name in non_relu_activations(model) if name != "ReLU6"]
+
+
 def is_vit(model: nn.Module) -> bool:
     """A token model with an explicit attention path (``minibones.models.vit``)."""
     return hasattr(model, "forward_attention") and hasattr(model, "patch_grid")
@@ -121,6 +159,22 @@ def is_vit(model: nn.Module) -> bool:
 def predicted_class(model: nn.Module, x: Tensor) -> int:
     with torch.no_grad():
         return int(model(x).argmax(1)[0])
+
+
+def top_classes(model: nn.Module, x: Tensor, k: int = 5) -> list:
+    """The ``k`` most probable classes of the one image ``x`` exactly as given (already
+    normalised, any size: unlike :func:`minibones.predict`, nothing is resized or cropped), as
+    :class:`minibones.pretrained.Prediction` (index, name, probability). Names come from the
+    model's pretrained weights (ImageNet), or are the class indices as text."""
+    from minibones.pretrained import Prediction
+
+    categories = getattr(getattr(model, "pretrained_weights", None), "categories", None)
+    model.eval()
+    with torch.no_grad():
+        probabilities = model(x).float().softmax(1)[0]
+    top = probabilities.topk(k)
+    return [Prediction(int(i), categories[int(i)] if categories else str(int(i)), float(p))
+            for p, i in zip(top.values, top.indices)]
 
 
 # methods that read how the score changes with the input pixels: an all-zero map means it does not
@@ -228,14 +282,38 @@ def _occlusion(model, x, target, result, window, **_):
     return result
 
 
-def _guided_backprop(model, x, target, result, **_):
-    from captum.attr import GuidedBackprop
+def guided_gradients(model: nn.Module, x: Tensor, target: int) -> Tensor:
+    """Guided backprop (Springenberg et al. 2015, "Striving for Simplicity"): the gradient of the
+    score, but at every rectifier only the *positive* part of the gradient flows back, and only
+    where the unit was active. A rectifier's own backward already keeps the gradient where it was active
+    (0 < input, and input < 6 for ReLU6); a backward hook then drops the negative values:
 
+        R_in = ReLU(R_out * 1[unit active])
+
+    The same rule as captum's ``GuidedBackprop``, which applies it to ``nn.ReLU`` only (on a
+    ReLU6 network it returns the plain gradient); here ``nn.ReLU6`` is guided too.
+    Returns (1, 3, H, W). Every module must be used once, not in place (the library's are).
+    """
+
+    def guide(module, grad_input, grad_output):
+        return (F.relu(grad_input[0]),)
+
+    handles = [m.register_full_backward_hook(guide) for m in model.modules() if isinstance(m, RECTIFIERS)]
+    try:
+        x = x.detach().clone().requires_grad_(True)
+        score = model(x)[0, target]
+        (gradient,) = torch.autograd.grad(score, x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return gradient
+
+
+def _guided_backprop(model, x, target, result, **_):
     if note := _guided_note(model):
         result.note = note
         return result
-    attributions = _quietly(GuidedBackprop(model).attribute, x, target=target)
-    result.map = attributions[0].sum(0).detach()
+    result.map = guided_gradients(model, x, target)[0].sum(0).detach()
     return result
 
 
@@ -286,16 +364,14 @@ def _gradcam(model, x, target, result, layer, **_):
 
 
 def _guided_gradcam(model, x, target, result, layer, **_):
+    """Selvaraju et al. 2017, section 3.1: guided backprop times the Grad-CAM map upsampled to the
+    input (captum's ``GuidedGradCam`` does the same, with captum's guided backprop)."""
     if note := _guided_note(model):
         result.note = note
         return result
-    from captum.attr import GuidedGradCam
-
-    path, _ = _gradcam_layer(model, layer)
-    result.layer = _stage_name(model, path)
-    guided_gradcam = GuidedGradCam(model, model.get_submodule(path))
-    attributions = _quietly(guided_gradcam.attribute, x, target=target, interpolate_mode="bilinear")
-    result.map = attributions[0].sum(0).detach()
+    cam = _gradcam(model, x, target, Attribution("gradcam", result.model, target, None), layer)
+    result.layer = cam.layer
+    result.map = (guided_gradients(model, x, target)[0] * cam.map).sum(0).detach()
     return result
 
 
@@ -369,8 +445,8 @@ def plot_attention(model: nn.Module, photo="cat", size: int | None = None, heads
     fig, axes = new_figure(1, len(panels) + 1, cell=2.0)
     show_image(axes[0, 0], image, f"{model_label(model)}\nlast block, class token")
     for ax, (title, row) in zip(axes[0, 1:], panels):
-        show_overlay(ax, image, _patch_map(model, x, row), title)
-    add_colorbar(fig, axes, "attention (normalised)")
+        show_overlay(ax, image, _patch_map(model, x, row), title, signed=False)
+    add_colorbar(fig, axes, "attention / its 99th percentile", signed=False)
     return fig
 
 
@@ -394,32 +470,61 @@ def attribution_grid(
         >>> fig = attribution_grid(["resnet18", "efficientnet_b0", "vit_b_16"], "cat", steps=16)  # doctest: +SKIP
     """
     models = as_model_dict(models)
-    fig, axes = new_figure(len(methods) + 1, len(models), cell=2.0)
+    fig, axes = new_figure(len(methods) + 1, len(models), cell=2.2)
     for col, (label, model) in enumerate(models.items()):
         x, image = as_input(model, photo, size)
         cls = predicted_class(model, x) if target is None else target
         show_image(axes[0, col], image, f"{label}\nclass {cls}")
         for row, method in enumerate(methods, start=1):
-            result = attribute(model, x, method, target=cls, **options)
-            ax = axes[row, col]
-            if result.ok:
-                show_overlay(ax, image, result.map, result.title())
-            else:
-                show_note(ax, image, result.note or "not available", result.title())
-    add_colorbar(fig, axes)
-    fig.suptitle("* drawn with a caveat: see attribute(...).note", fontsize=7, y=0.0, va="bottom")
+            attribute(model, x, method, target=cls, **options).show(axes[row, col], image)
+    add_colorbars(fig, axes[1:], methods)
+    fig.suptitle("* drawn with a caveat: see attribute(...).note", fontsize=9, y=0.0, va="bottom")
     return fig
+
+
+def add_colorbars(fig: "Figure", axes, methods: Sequence[str]) -> None:
+    """The colour bars of a grid with one method per row: one for the signed rows, one for the others."""
+    signed = [row for row, method in zip(axes, methods) if method in SIGNED_METHODS]
+    magnitude = [row for row, method in zip(axes, methods) if method not in SIGNED_METHODS]
+    for rows, is_signed in ((signed, True), (magnitude, False)):
+        if rows:
+            add_colorbar(fig, [ax for row in rows for ax in np.atleast_1d(row)], signed=is_signed)
 
 
 # --- helpers ---------------------------------------------------------------------------------
 
 
 def _guided_note(model: nn.Module) -> str | None:
-    others = non_relu_activations(model)
+    others = unguided_activations(model)
     if others:
-        return (f"not drawn: captum's guided backprop only overrides nn.ReLU, and {model_label(model)} uses "
-                f"{', '.join(others)}; the result would be (partly) the plain gradient.")
+        return (f"not drawn: guided backprop has a rule for ReLU and ReLU6 only, and {model_label(model)} uses "
+                f"{', '.join(others)}; through them the result would be (partly) the plain gradient, "
+                "which captum's GuidedBackprop returns without saying so.")
     return None
+
+
+def region_mask(shape: tuple[int, int], rows: tuple[float, float] = (0.0, 1.0),
+                cols: tuple[float, float] = (0.0, 1.0)) -> Tensor:
+    """A boolean (H, W) mask of the box whose ``rows`` and ``cols`` are given as fractions of
+    the image's height and width: ``region_mask((224, 448), cols=(0, 0.5))`` is the left half."""
+    height, width = shape
+    if not (0 <= rows[0] < rows[1] <= 1 and 0 <= cols[0] < cols[1] <= 1):
+        raise ValueError(f"rows and cols are (start, end) fractions with 0 <= start < end <= 1, got {rows}, {cols}")
+    mask = torch.zeros(height, width, dtype=torch.bool)
+    mask[round(rows[0] * height) : round(rows[1] * height), round(cols[0] * width) : round(cols[1] * width)] = True
+    return mask
+
+
+def mass_inside(values: Tensor, region: Tensor) -> float:
+    """The share of a map's positive mass that falls inside ``region`` (a boolean (H, W) mask):
+    ``sum of max(map, 0) over the region / sum over the whole image``. Evidence *for* a class
+    is what a class-specific map should move to the object of that class."""
+    if region.shape != values.shape or region.dtype != torch.bool:
+        raise ValueError(f"region must be a boolean mask shaped like the map {tuple(values.shape)}, "
+                         f"got {region.dtype} {tuple(region.shape)}")
+    positive = values.clamp(min=0)
+    total = float(positive.sum())
+    return float(positive[region].sum()) / total if total > 0 else float("nan")
 
 
 def _gradcam_layer(model: nn.Module, layer: str | int | None) -> tuple[str, str | None]:

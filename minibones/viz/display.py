@@ -3,14 +3,15 @@
 The conventions, used by every plotting function of :mod:`minibones.viz`:
 
 * **the photograph underneath**, in grey, so that colour only ever means the map;
-* **one sign convention**: red is evidence *for* the explained class (or, for
-  feature maps, a strong response), blue is evidence *against*; methods that only
-  give a magnitude (saliency, Grad-CAM) are never blue;
+* **a colour map fit for the quantity**: a *signed* map (integrated gradients,
+  occlusion, guided backprop) is drawn with a diverging colour map centred at zero
+  (``RdBu_r``: red is evidence *for* the explained class, blue *against*); a map that
+  can only be non-negative (saliency, SmoothGrad, Grad-CAM, attention) with a
+  sequential one that starts at zero (``inferno``), never half of a diverging one;
 * **one colour scale**: every map is divided by its own 99th percentile of
-  ``|map|`` and clipped to [-1, 1], then drawn with the same diverging colour map
-  (``RdBu_r``) whose opacity grows with ``|value|``, so zero is transparent.
-  A percentile rather than the maximum keeps a single hot pixel from washing
-  out the rest of the map.
+  ``|map|`` and clipped to [-1, 1] (or [0, 1]), and its opacity grows with
+  ``|value|``, so zero is transparent. A percentile rather than the maximum keeps a
+  single hot pixel from washing out the rest of the map.
 
 Everything returns a :class:`matplotlib.figure.Figure`; notebooks display it,
 tests close it (``plt.close(fig)``). captum's own ``visualization`` module is not used
@@ -31,7 +32,8 @@ if TYPE_CHECKING:  # matplotlib is imported lazily: importing minibones.viz stay
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-ATTRIBUTION_CMAP = "RdBu_r"  # red = positive, blue = negative, white = zero
+ATTRIBUTION_CMAP = "RdBu_r"  # signed maps: red = positive, blue = negative, white = zero
+MAGNITUDE_CMAP = "inferno"  # non-negative maps: dark (and transparent) at zero, bright yellow at the top
 FEATURE_CMAP = "magma"  # for feature maps drawn on their own (no photograph under them)
 PERCENTILE = 99.0
 MAX_ALPHA = 0.85
@@ -66,25 +68,26 @@ def as_input(model: nn.Module, photo, size: int | None = None) -> tuple[Tensor, 
     """The tensor to feed ``model`` and the picture to show under the maps.
 
     ``photo`` may be a photograph's name (``"cat"``, see :mod:`minibones.photos`), a
-    :class:`minibones.photos.Photo`, or an already normalised (1, 3, H, W) tensor.
-    Names and ``Photo`` objects are normalised with *this* model's mean and std (the
-    CIFAR models use other statistics than the ImageNet ones), at ``size`` pixels
-    (default: the model's own input size).
+    :class:`minibones.photos.Photo` (such as a composite of two photographs side by side),
+    or an already normalised (1, 3, H, W) tensor. Names and ``Photo`` objects are normalised
+    with *this* model's mean and std (the CIFAR models and EfficientNet-Lite use other
+    statistics than the ImageNet ones); a name is loaded at ``size`` pixels (default: the
+    model's own input size), a ``Photo`` is used at its own size unless ``size`` asks otherwise.
     """
     from minibones.photos import Photo, load_photo
 
     config = getattr(model, "config", None)
     mean = getattr(config, "mean", (0.485, 0.456, 0.406))
     std = getattr(config, "std", (0.229, 0.224, 0.225))
-    if size is None:
-        size = config.input_size[1] if config is not None else 224
     if isinstance(photo, str):
+        if size is None:
+            size = config.input_size[1] if config is not None else 224
         loaded = load_photo(photo, size=size, mean=mean, std=std)
         return loaded.tensor, loaded.image
     if isinstance(photo, Photo):
         image = torch.from_numpy(np.asarray(photo.image, dtype=np.float32) / 255).permute(2, 0, 1)[None]
-        if image.shape[-1] != size or image.shape[-2] != size:
-            return as_input(model, photo.name, size)
+        if size is not None and image.shape[-2] != size:
+            return as_input(model, photo.name, size)  # a named photograph, loaded again at that size
         tensor = (image - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
         return tensor, photo.image
     if isinstance(photo, Tensor):
@@ -121,26 +124,63 @@ def resize_map(values: Tensor | np.ndarray, size: tuple[int, int]) -> np.ndarray
     return torch.nn.functional.interpolate(tensor, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
 
 
-def overlay_rgba(values: Tensor | np.ndarray, normalized: bool = False) -> np.ndarray:
-    """The RGBA image of a map in the shared colour scale: colour from the sign, opacity from ``|value|``."""
+def overlay_rgba(values: Tensor | np.ndarray, normalized: bool = False, signed: bool = True) -> np.ndarray:
+    """The RGBA image of a map in the shared colour scale: colour from the value (diverging around
+    zero if ``signed``, sequential from zero otherwise), opacity from ``|value|``."""
     from matplotlib import colormaps
 
     array = _to_numpy(values) if normalized else normalize_map(values)
-    rgba = colormaps[ATTRIBUTION_CMAP](0.5 + 0.5 * array)
-    rgba[..., 3] = MAX_ALPHA * np.abs(array)
+    if signed:
+        rgba = colormaps[ATTRIBUTION_CMAP](0.5 + 0.5 * array)
+    else:
+        rgba = colormaps[MAGNITUDE_CMAP](np.clip(array, 0.0, 1.0))
+    rgba[..., 3] = MAX_ALPHA * np.abs(array if signed else np.clip(array, 0.0, 1.0))
     return rgba
 
 
-def show_overlay(ax: "Axes", image: np.ndarray, values: Tensor | np.ndarray | None, title: str = "") -> None:
-    """Draw ``values`` over the photograph (in grey) on ``ax`` in the shared colour scale."""
+def show_overlay(
+    ax: "Axes", image: np.ndarray, values: Tensor | np.ndarray | None, title: str = "", signed: bool = True,
+    smooth: float = 0.0,
+) -> None:
+    """Draw ``values`` over the photograph (in grey) on ``ax`` in the shared colour scale:
+    diverging around zero for a ``signed`` map, sequential from zero for a non-negative one.
+
+    ``smooth`` (pixels) blurs the map for display only, with a Gaussian of that standard
+    deviation. Maps with one value per pixel alternate sign and strength from pixel to pixel;
+    drawn in a panel smaller than the image, neighbours average out and the map all but
+    vanishes. Blurred, each place shows a weighted mean of its neighbours' values, proportional
+    to their sum: for a complete method (integrated gradients), their joint contribution to
+    the score."""
     background = grey(image)
     ax.imshow(background, cmap="gray", vmin=0, vmax=1)
     if values is not None:
-        array = _to_numpy(values)
+        array = _to_numpy(values).astype(np.float64)
+        if not signed and array.min(initial=0.0) < 0:
+            raise ValueError("a map with negative values must be drawn with signed=True (a diverging colour map)")
+        if smooth > 0:
+            from scipy.ndimage import gaussian_filter
+
+            array = gaussian_filter(array, sigma=smooth, mode="nearest")
         if array.shape != background.shape:
             array = resize_map(array, background.shape)
-        ax.imshow(overlay_rgba(array), interpolation="bilinear")
+        ax.imshow(overlay_rgba(array, signed=signed), interpolation="bilinear")
     _finish(ax, title)
+
+
+def as_jpeg(fig: "Figure", dpi: int = 100, quality: int = 90):
+    """The figure as a JPEG image for a notebook, and the figure closed.
+
+    For figures made of photographs (attribution maps over images): a PNG of them is five to
+    ten times larger than a JPEG that looks the same; line art (curves, text) stays PNG."""
+    import io
+
+    import matplotlib.pyplot as plt
+    from IPython.display import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="jpeg", dpi=dpi, bbox_inches="tight", pil_kwargs={"quality": quality})
+    plt.close(fig)
+    return Image(data=buffer.getvalue(), format="jpeg")
 
 
 def show_note(ax: "Axes", image: np.ndarray | None, note: str, title: str = "") -> None:
@@ -149,8 +189,8 @@ def show_note(ax: "Axes", image: np.ndarray | None, note: str, title: str = "") 
         ax.imshow(grey(image), cmap="gray", vmin=0, vmax=1, alpha=0.35)
     long = len(note) > 150
     ax.text(
-        0.5, 0.5, _wrap(note, 40 if long else 28), transform=ax.transAxes, ha="center", va="center",
-        fontsize=5 if long else 7,
+        0.5, 0.5, _wrap(note, 34 if long else 26), transform=ax.transAxes, ha="center", va="center",
+        fontsize=7 if long else 8,
         bbox=dict(boxstyle="round", facecolor="lightyellow", edgecolor="0.6"),
     )
     _finish(ax, title)
@@ -161,14 +201,23 @@ def show_image(ax: "Axes", image: np.ndarray, title: str = "") -> None:
     _finish(ax, title)
 
 
-def add_colorbar(fig: "Figure", axes, label: str = "attribution (normalised): red supports, blue opposes") -> None:
-    """One colour bar for the whole figure: every panel shares the scale."""
+SIGNED_LABEL = "signed map / its 99th pct of |map|:\nred supports the class, blue opposes"
+MAGNITUDE_LABEL = "non-negative map / its 99th percentile"
+
+
+def add_colorbar(fig: "Figure", axes, label: str | None = None, signed: bool = True) -> None:
+    """One colour bar for a group of panels that share the scale: from -1 to 1 on the diverging
+    colour map of signed maps, from 0 to 1 on the sequential one of non-negative maps."""
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
-    mappable = ScalarMappable(norm=Normalize(-1, 1), cmap=ATTRIBUTION_CMAP)
+    if signed:
+        mappable = ScalarMappable(norm=Normalize(-1, 1), cmap=ATTRIBUTION_CMAP)
+    else:
+        mappable = ScalarMappable(norm=Normalize(0, 1), cmap=MAGNITUDE_CMAP)
     bar = fig.colorbar(mappable, ax=axes, fraction=0.025, pad=0.02)
-    bar.set_label(label, fontsize=8)
+    bar.set_label(label or (SIGNED_LABEL if signed else MAGNITUDE_LABEL), fontsize=9)
+    bar.ax.tick_params(labelsize=9)
 
 
 def new_figure(rows: int, cols: int, cell: float = 2.2) -> tuple["Figure", np.ndarray]:
@@ -210,7 +259,7 @@ def _finish(ax: "Axes", title: str) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
-        ax.set_title(title, fontsize=8)
+        ax.set_title(title, fontsize=9)
 
 
 def _wrap(text: str, width: int) -> str:

@@ -254,6 +254,88 @@ def effective_receptive_field(
     return (erf / total if total > 0 else erf).detach()
 
 
+def erf_extent(erf: Tensor, mass: float = 0.5, centre: tuple[int, int] | None = None) -> int:
+    """The side, in pixels, of the smallest square centred on ``centre`` that holds ``mass`` of the
+    effective receptive field ``erf`` (H, W).
+
+    One number for the size of a field that has no edge: Luo et al. (2016) see a roughly
+    Gaussian blob, so its size is a matter of how much of its mass one wants to count.
+    ``centre`` defaults to the field's centre of mass, rounded: the unit's centre, even where
+    TensorFlow's "SAME" padding shifts it by a pixel from the middle of the image. The square
+    may reach past the image (only the part inside counts), so the side is always odd.
+    """
+    if erf.ndim != 2:
+        raise ValueError(f"expected an (H, W) effective receptive field, got shape {tuple(erf.shape)}")
+    if not 0 < mass <= 1:
+        raise ValueError(f"mass must be in (0, 1], got {mass}")
+    erf = erf.detach().double().cpu()
+    if (erf < 0).any() or erf.sum() <= 0:
+        raise ValueError("an effective receptive field is non-negative and not all zero")
+    erf = erf / erf.sum()
+    height, width = erf.shape
+    if centre is None:
+        rows = torch.arange(height, dtype=erf.dtype)
+        cols = torch.arange(width, dtype=erf.dtype)
+        centre = (round(float(erf.sum(1) @ rows)), round(float(erf.sum(0) @ cols)))
+    cy, cx = centre
+    for half in range(max(height, width) + 1):
+        inside = erf[max(cy - half, 0) : cy + half + 1, max(cx - half, 0) : cx + half + 1].sum()
+        if inside >= mass - 1e-9:
+            return 2 * half + 1
+    raise ValueError(f"centre {centre} lies outside the {height} x {width} field")
+
+
+def plot_effective_receptive_fields(
+    erfs: dict[str, dict[str, Tensor]], masses: tuple[float, float] = (0.5, 0.9), cell: float = 1.9
+) -> "Figure":
+    """Rows: networks (``{label: {stage: erf}}``); columns: stages. Each panel shows one
+    effective receptive field around its centre (sequential colours from 0, scaled to the
+    99th percentile of the pixels that reach the unit, so that one hot pixel does not hide the
+    rest), with the squares
+    holding ``masses`` of it (:func:`erf_extent`; solid, then dashed), zoomed to twice the
+    larger square, in pixels from the centre."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.patches import Rectangle
+
+    labels = list(erfs)
+    stages = list(next(iter(erfs.values())))
+    fig, axes = new_figure(len(labels), len(stages), cell=cell)
+    styles = ("-", "--")
+    for row, label in enumerate(labels):
+        for col, stage in enumerate(stages):
+            ax = axes[row, col]
+            erf = erfs[label][stage].detach().float().cpu()
+            erf = erf / erf.sum()
+            rows = torch.arange(erf.shape[0], dtype=erf.dtype)
+            cols = torch.arange(erf.shape[1], dtype=erf.dtype)
+            cy, cx = round(float(erf.sum(1) @ rows)), round(float(erf.sum(0) @ cols))
+            sides = [erf_extent(erf, mass, (cy, cx)) for mass in masses]
+            half = max(sides[-1], 9)
+            top, bottom = max(cy - half, 0), min(cy + half, erf.shape[0] - 1)
+            left, right = max(cx - half, 0), min(cx + half, erf.shape[1] - 1)
+            window = erf[top : bottom + 1, left : right + 1]
+            extent = (left - cx - 0.5, right - cx + 0.5, bottom - cy + 0.5, top - cy - 0.5)
+            support = erf[erf > 0]  # the pixels that reach the unit at all
+            scale = float(torch.quantile(support, 0.99)) if len(support) else 1.0
+            ax.imshow((window / scale).clamp(max=1).numpy(), cmap="magma", vmin=0, vmax=1, extent=extent,
+                      interpolation="nearest")
+            for side, style in zip(sides, styles):
+                ax.add_patch(Rectangle((-side / 2, -side / 2), side, side, fill=False, edgecolor="cyan",
+                                       linestyle=style, linewidth=1.2))
+            ax.set_title(f"{stage}\n" + ", ".join(f"{m:.0%}: {s} px" for m, s in zip(masses, sides)), fontsize=9)
+            ax.tick_params(labelsize=9)
+            if row == len(labels) - 1:
+                ax.set_xlabel("pixels from the centre", fontsize=9)
+        axes[row, 0].set_ylabel(label, fontsize=9)
+    bar = fig.colorbar(ScalarMappable(norm=Normalize(0, 1), cmap="magma"), ax=axes, fraction=0.025, pad=0.02)
+    bar.set_label("|gradient| / its 99th percentile", fontsize=9)
+    bar.ax.tick_params(labelsize=9)
+    squares = " and ".join(f"{m:.0%} ({'solid' if k == 0 else 'dashed'})" for k, m in enumerate(masses))
+    fig.suptitle(f"effective receptive fields; squares holding {squares} of each", fontsize=10)
+    return fig
+
+
 def plot_receptive_field(
     model: nn.Module,
     photo="cat",
