@@ -2,9 +2,17 @@
 here independently from the papers' arithmetic, and reject a wrong one with a hint."""
 
 import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
 
-from minibones.exercises.inception import check_bottleneck_saving, check_branch_receptive_field, check_module_width
-from minibones.exercises.xception import check_flops_ratio, check_flow_parameters, check_separable_parameters
+from minibones.exercises.inception import (
+    check_bottleneck_saving, check_branch_receptive_field, check_inception_module, check_module_width,
+)
+from minibones.exercises.xception import (
+    check_flops_ratio, check_flow_parameters, check_grouped_conv, check_separable_parameters,
+)
+from minibones.models.inception import InceptionModule, conv_bn
 
 
 def said(capsys) -> str:
@@ -70,6 +78,60 @@ def test_inception_checkers_reject_malformed_input():
         check_module_width("512")
 
 
+class Figure2b(nn.Module):
+    """Figure 2(b) of Szegedy et al. 2015 written from the paper, with other attribute names than the library's."""
+
+    def __init__(self, c_in, ch1x1, ch3x3_reduce, ch3x3, ch5x5_reduce, ch5x5, pool_proj, kernel=5, pool=True):
+        super().__init__()
+        self.one = conv_bn(c_in, ch1x1, 1)
+        self.three = nn.Sequential(conv_bn(c_in, ch3x3_reduce, 1), conv_bn(ch3x3_reduce, ch3x3, 3, padding=1))
+        self.five = nn.Sequential(conv_bn(c_in, ch5x5_reduce, 1), conv_bn(ch5x5_reduce, ch5x5, kernel, padding=kernel // 2))
+        self.pool = nn.MaxPool2d(3, stride=1, padding=1) if pool else nn.Identity()
+        self.proj = conv_bn(c_in, pool_proj, 1)
+
+    def forward(self, x):
+        return torch.cat([self.one(x), self.three(x), self.five(x), self.proj(self.pool(x))], 1)
+
+
+def test_inception_module_written_from_the_paper_passes(capsys):
+    check_inception_module(Figure2b)
+    assert said(capsys) == "correct"
+
+
+def test_inception_module_mistakes_get_their_own_hint(capsys):
+    class TorchvisionFiveByFive(Figure2b):
+        def __init__(self, *widths):
+            super().__init__(*widths, kernel=3)
+
+    class NoPool(Figure2b):
+        def __init__(self, *widths):
+            super().__init__(*widths, pool=False)
+
+    class BranchesSwapped(Figure2b):
+        def forward(self, x):
+            return torch.cat([self.one(x), self.five(x), self.three(x), self.proj(self.pool(x))], 1)
+
+    class Unpadded(Figure2b):
+        def __init__(self, *widths):
+            super().__init__(*widths)
+            self.three[1].conv.padding = (0, 0)
+
+    class Library(InceptionModule):
+        pass
+
+    check_inception_module(TorchvisionFiveByFive)
+    assert "as in torchvision's GoogLeNet" in said(capsys)
+    for wrong in (NoPool, BranchesSwapped):
+        check_inception_module(wrong)
+        assert said(capsys).startswith("not yet: the right shapes but other values")
+    check_inception_module(Unpadded)
+    assert "pad every conv" in said(capsys)
+    check_inception_module(Library)
+    assert "yourself" in said(capsys)
+    with pytest.raises(ValueError, match="your class itself"):
+        check_inception_module(Figure2b(192, 64, 96, 128, 16, 32, 32))
+
+
 # --- notebook 04 ------------------------------------------------------------------------
 
 
@@ -105,3 +167,40 @@ def test_xception_checkers_reject_malformed_input():
         check_separable_parameters(0, in_channels=0)
     with pytest.raises(ValueError, match="as a number"):
         check_flops_ratio("8.9")
+
+
+def grouped_conv_by_slices(x, weight, groups):
+    # groups=g: the input channels in g slices, output channel o reads slice o // (C_out / g)
+    padding = weight.shape[-1] // 2
+    return torch.cat([F.conv2d(part, w, padding=padding) for part, w in zip(x.chunk(groups, 1), weight.chunk(groups, 0))], 1)
+
+
+def test_grouped_conv_built_from_one_conv_per_group_passes(capsys):
+    check_grouped_conv(grouped_conv_by_slices)
+    assert said(capsys) == "correct"
+
+
+def test_grouped_conv_refuses_delegation_interleaving_and_lost_padding(capsys):
+    def delegates(x, weight, groups):
+        conv = nn.Conv2d(x.shape[1], weight.shape[0], weight.shape[-1], padding=weight.shape[-1] // 2, groups=groups,
+                         bias=False)
+        conv.weight.data = weight
+        return conv(x)
+
+    def interleaved(x, weight, groups):  # channel c to group c % g: not how groups split the channels
+        padding = weight.shape[-1] // 2
+        return torch.cat([F.conv2d(x[:, g::groups], w, padding=padding) for g, w in enumerate(weight.chunk(groups, 0))], 1)
+
+    def unpadded(x, weight, groups):
+        return torch.cat([F.conv2d(part, w) for part, w in zip(x.chunk(groups, 1), weight.chunk(groups, 0))], 1)
+
+    check_grouped_conv(delegates)
+    assert "with groups=4" in said(capsys)
+    check_grouped_conv(interleaved)
+    assert said(capsys).startswith("not yet: right shape, other values")
+    check_grouped_conv(unpadded)
+    assert "pad by k // 2" in said(capsys)
+    check_grouped_conv(lambda x, weight, groups: None)
+    assert said(capsys) == "not yet: return a tensor, got NoneType"
+    check_grouped_conv(lambda x, weight, groups: F.conv2d(x, weight, padding=weight.shape[-1] // 2))  # groups ignored
+    assert "your function failed" in said(capsys)

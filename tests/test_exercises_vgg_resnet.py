@@ -12,7 +12,9 @@ import minibones
 from minibones.exercises.resnet import (
     check_block_parameters, check_blocks_per_stage, check_shortcut_parameters, weighted_layers,
 )
-from minibones.exercises.vgg import check_conv_stack_parameters, check_layer_receptive_field, check_parameter_share
+from minibones.exercises.vgg import (
+    check_conv_macs_function, check_conv_stack_parameters, check_layer_receptive_field, check_parameter_share,
+)
 
 
 def verdicts(capsys) -> list[str]:
@@ -57,6 +59,39 @@ def test_parameter_share_accepts_the_percentage_within_half_a_point(capsys):
     assert lines[:2] == ["correct", "correct"]
     assert lines[2] == "not yet: give a percentage between 0 and 100, not a fraction"
     assert lines[3].startswith("not yet: count the parameters")
+
+
+def conv_macs_by_hand(conv, height, width):
+    # one multiply-add per weight and per output position (Simonyan & Zisserman's cost, section 3)
+    (kh, kw), (sh, sw), (ph, pw) = conv.kernel_size, conv.stride, conv.padding
+    out_h, out_w = (height + 2 * ph - kh) // sh + 1, (width + 2 * pw - kw) // sw + 1
+    return conv.in_channels * conv.out_channels * kh * kw * out_h * out_w
+
+
+def test_conv_macs_function_accepts_the_count_per_output_position(capsys):
+    check_conv_macs_function(conv_macs_by_hand)
+    assert verdicts(capsys) == ["correct"]
+
+
+def test_conv_macs_function_refuses_flops_input_positions_biases_and_placeholders(capsys):
+    check_conv_macs_function(lambda conv, h, w: 2 * conv_macs_by_hand(conv, h, w))
+    check_conv_macs_function(lambda conv, h, w: conv.weight.numel() * h * w)  # stride and padding ignored
+
+    def with_bias(conv, h, w):
+        outputs = conv_macs_by_hand(conv, h, w) // (conv.in_channels * conv.weight[0, 0].numel())
+        return conv_macs_by_hand(conv, h, w) + (outputs if conv.bias is not None else 0)
+
+    check_conv_macs_function(with_bias)
+    check_conv_macs_function(lambda conv, h, w: 0)
+    check_conv_macs_function(lambda conv, h, w: "many")
+    lines = verdicts(capsys)
+    assert "FLOPs" in lines[0]
+    assert "per output position" in lines[1]
+    assert "bias is not a multiply-add" in lines[2]
+    assert lines[3].startswith("not yet: for Conv2d(3, 64, kernel_size=3")
+    assert lines[4] == "not yet: return one number, got str"
+    with pytest.raises(ValueError, match="function itself"):
+        check_conv_macs_function(42)
 
 
 def test_vgg_checkers_refuse_malformed_questions():

@@ -8,7 +8,7 @@ import torch
 
 import minibones
 from minibones import count_parameters, load_reference_weights
-from minibones.models.inception import GoogLeNetOutputs, InceptionOutputs
+from minibones.models.inception import GoogLeNetOutputs, InceptionModule, InceptionOutputs
 from minibones.reference import relative_error
 from parity import TOLERANCE, assert_activations_used_once, ported_pair
 
@@ -138,6 +138,31 @@ def test_reset_classifier_resets_the_aux_heads_too():
     model.reset_classifier(5)
     outputs = model.train()(torch.randn(2, 3, 64, 64))
     assert [tuple(o.shape) for o in outputs] == [(2, 5)] * 3
+
+
+def test_googlenet_keeps_torchvision_3x3_in_its_5x5_branch():
+    # pytorch/vision#906: the released weights are 3x3, so googlenet must stay so to load them
+    with torch.device("meta"):
+        model = minibones.create_model("googlenet")
+    assert {module.branch5x5.conv.conv.kernel_size for module in model.modules()
+            if isinstance(module, InceptionModule)} == {(3, 3)}
+
+
+def test_inception_module_with_the_papers_5x5_sees_a_wider_window():
+    # inception (3a) of table 1; kernel_5x5=5 is figure 2(b) as drawn, for networks trained from scratch
+    widths = (192, 64, 96, 128, 16, 32, 32)
+    torch.manual_seed(0)
+    released, paper = InceptionModule(*widths), InceptionModule(*widths, kernel_5x5=5)
+    assert count_parameters(paper) - count_parameters(released) == 16 * 32 * (25 - 9)
+    assert paper.branch5x5.conv.conv.kernel_size == (5, 5)
+    x = torch.randn(1, 192, 11, 11, requires_grad=True)
+    assert paper.eval()(x).shape == (1, 256, 11, 11)  # padding 2 keeps the grid
+    # the centre output of the branch reads a 5x5 window of the module's input, not 3x3
+    paper.branch5x5(x)[0, :, 5, 5].sum().backward()
+    rows, cols = x.grad[0].abs().sum(0).nonzero(as_tuple=True)
+    assert (int(rows.max() - rows.min()) + 1, int(cols.max() - cols.min()) + 1) == (5, 5)
+    with pytest.raises(ValueError, match="kernel_5x5 must be 3"):
+        InceptionModule(*widths, kernel_5x5=7)
 
 
 @pytest.mark.parametrize("name, smallest", [("googlenet", 15), ("inception_v3", 75)])

@@ -7,6 +7,9 @@ checkers follow the code the learner has just read, including its deviations fro
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import torch
 from torch import nn
 
@@ -111,3 +114,71 @@ def check_branch_receptive_field(
     return verdict(answer == truth,
                    "start from (1, 1); at stride 1 each (kh, kw) layer adds kh - 1 to the height and kw - 1 to "
                    "the width: a 7x1 conv grows only the height")
+
+
+# table 1 rows (in, #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj) the module is tried on, and an odd one
+_ROWS = [(192, 64, 96, 128, 16, 32, 32), (480, 192, 96, 208, 16, 48, 64), (7, 3, 2, 5, 1, 4, 6)]
+
+
+def check_inception_module(module_class) -> None:
+    """Is ``module_class(in_channels, ch1x1, ch3x3_reduce, ch3x3, ch5x5_reduce, ch5x5, pool_proj)``
+    the Inception module of figure 2(b), with a true 5x5 conv in its 5x5 branch?
+
+    The reference is the library's ``InceptionModule(..., kernel_5x5=5)``. The learner's module is
+    built with the widths of inception (3a), (4a) and an odd row; it must have the same parameters
+    (by name, or else in the same order), and, with the library's weights copied in, the same
+    output: the four branches concatenated in the order 1x1, 3x3, 5x5, pool.
+    """
+    from minibones.grading import Mismatch, copy_weights, count
+    from minibones.models.inception import InceptionModule
+
+    if not isinstance(module_class, type) or not issubclass(module_class, nn.Module):
+        raise ValueError(f"pass your class itself (an nn.Module subclass), e.g. check_inception_module(MyInception), "
+                         f"got {module_class!r}")
+    if issubclass(module_class, InceptionModule):
+        return verdict(False, "write the module yourself from nn.Module and conv_bn, not from the library's InceptionModule")
+    generator = torch.Generator().manual_seed(0)
+    for row in _ROWS:
+        torch.manual_seed(0)
+        try:
+            mine = module_class(*row)
+        except NotImplementedError:
+            return verdict(False, "the module is not written yet (it raised NotImplementedError)")
+        reference = InceptionModule(*row, kernel_5x5=5)
+        if count(mine) != count(reference):
+            if count(mine) == count(InceptionModule(*row)):
+                return verdict(False, "your 5x5 branch is a 3x3 conv, as in torchvision's GoogLeNet: the paper's "
+                                      "branch is a 1x1 reduce, then a 5x5 conv with padding 2")
+            return verdict(False, f"with the widths {row} your module has {count(mine):,} parameters, figure 2(b) "
+                                  f"{count(reference):,}: four branches, each conv a conv_bn (conv, batch norm, ReLU); "
+                                  "the 3x3 and 5x5 convs read the output of their own 1x1 reduce")
+        with torch.no_grad():  # batch statistics that are not 0 and 1, so that a misplaced norm shows
+            for name, buffer in reference.named_buffers():
+                if name.endswith("running_mean"):
+                    buffer.copy_(0.1 * torch.randn(buffer.shape, generator=generator))
+                elif name.endswith("running_var"):
+                    buffer.copy_(torch.rand(buffer.shape, generator=generator) + 0.5)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # copy_weights says when it copies in order
+                copy_weights(mine, reference, "your module")
+        except Mismatch:
+            return verdict(False, "your parameters have the right count but not the same shapes in the same order: "
+                                  "build the branches in the order 1x1, 3x3, 5x5, pool, each reduce before its conv")
+        x = torch.randn(2, row[0], 9, 11, generator=generator)
+        with torch.no_grad():
+            expected = reference.eval()(x)
+            try:
+                output = mine.eval()(x)
+            except RuntimeError as error:
+                first_line = str(error).splitlines()[0]
+                return verdict(False, f"your module failed on an input of shape {tuple(x.shape)} ({first_line}): "
+                                      "pad every conv and the pool so that every branch keeps the grid")
+        if not isinstance(output, torch.Tensor) or output.shape != expected.shape:
+            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+            return verdict(False, f"for an input of shape {tuple(x.shape)} your module returned {shape}, expected "
+                                  f"{tuple(expected.shape)}: pad every conv and the pool so that the grid is kept, "
+                                  "and concatenate the branches along the channels (dim 1)")
+        if not torch.allclose(output, expected, atol=1e-5):
+            return verdict(False, "the right shapes but other values: concatenate in the order 1x1, 3x3, 5x5, pool; "
+                                  "the pool branch is a 3x3 max pool with stride 1 and padding 1, then its 1x1 conv")
+    return verdict(True, "")

@@ -9,6 +9,8 @@ a second even for VGG-19's 144M parameters.
 
 from __future__ import annotations
 
+import random
+
 import torch
 from torch import nn
 
@@ -86,6 +88,66 @@ def check_layer_receptive_field(answer: int, model: str, layer: str) -> None:
     return verdict(answer == truth, hint)
 
 
+def _conv_cases() -> list[tuple[nn.Conv2d, int, int]]:
+    """(conv, height, width) cases: VGG-16's 13 convs at the sizes they run at for a 224 x 224 image,
+    then random convs with other kernels, strides, paddings and non-square inputs (meta device)."""
+    cases, size = [], 224
+    for stage in _meta_vgg("vgg16").stages:
+        cases += [(layer.conv, size, size) for layer in stage if isinstance(layer, VGGConv)]
+        size //= 2
+    rng = random.Random(0)
+    for _ in range(40):
+        kernel, stride = rng.choice((1, 3, 5, 7)), rng.randint(1, 3)
+        conv = nn.Conv2d(rng.randint(1, 64), rng.randint(1, 64), kernel, stride, padding=rng.randint(0, kernel // 2),
+                         bias=rng.random() < 0.5, device="meta")
+        cases.append((conv, rng.randint(kernel, 40), rng.randint(kernel, 40)))
+    return cases
+
+
+def check_conv_macs_function(function) -> None:
+    """Does ``function(conv, height, width)`` return the multiply-adds of ``conv`` (an ``nn.Conv2d``,
+    ``groups=1``) on one image of ``height`` x ``width``, as :func:`minibones.compare.count_macs`
+    counts them?
+
+    Tried on VGG-16's 13 convs at the sizes they see for a 224 x 224 image and on 40 random convs
+    (kernels 1 to 7, strides 1 to 3, some padding, with and without bias), so a formula that
+    forgets the stride or the padding does not pass. The convs are on the meta device: read their
+    attributes (``in_channels``, ``kernel_size``, ...), there are no values to compute with.
+
+    Why: section 3's table says that a conv weight is used once per output position. Writing
+    the count is the way to see that it is the output size, not the number of weights, that
+    decides the cost.
+    """
+    from minibones.compare import count_macs
+
+    if not callable(function):
+        raise ValueError(f"pass your function itself, e.g. check_conv_macs_function(conv_macs), got {function!r}")
+    for conv, height, width in _conv_cases():
+        truth = count_macs(conv, (1, conv.in_channels, height, width))
+        answer = function(conv, height, width)
+        answer = int(answer) if isinstance(answer, torch.Tensor) and answer.numel() == 1 else answer
+        if isinstance(answer, bool) or not isinstance(answer, (int, float)):
+            return verdict(False, f"return one number, got {type(answer).__name__}")
+        if answer == truth:
+            continue
+        (kh, kw), (sh, sw), (ph, pw) = conv.kernel_size, conv.stride, conv.padding
+        described = f"Conv2d({conv.in_channels}, {conv.out_channels}, kernel_size={kh}, stride={sh}, padding={ph})"
+        weights = conv.in_channels * conv.out_channels * kh * kw
+        if answer == 2 * truth:
+            hint = "that is twice the count: FLOPs count a multiply and an add separately, a multiply-add is one"
+        elif answer == weights * height * width and (sh > 1 or ph != kh // 2):
+            hint = (f"on {height} x {width}, {described} has fewer output positions than input positions: "
+                    "count per output position, with H_out = (H + 2 * padding - kernel) // stride + 1")
+        elif conv.bias is not None and answer - truth == conv.out_channels * ((height + 2 * ph - kh) // sh + 1) * \
+                ((width + 2 * pw - kw) // sw + 1):
+            hint = "adding the bias is not a multiply-add: count only the products of weights and inputs"
+        else:
+            hint = (f"for {described} on a {height} x {width} input yours gave {answer:,}, count_macs counts "
+                    f"{truth:,}: each output value is one weight-times-input per input channel and kernel position")
+        return verdict(False, hint)
+    return verdict(True, "")
+
+
 def check_parameter_share(answer: float, model: str, part: str) -> None:
     """Is ``answer`` the percentage (0 to 100, within half a percent) of the parameters of
     ``model`` that sit in ``part`` (a module path: ``"stages"``, ``"head"``, ``"head.fc6"``)?
@@ -108,4 +170,5 @@ def check_parameter_share(answer: float, model: str, part: str) -> None:
                                                f"{model} (count_parameters), then divide and multiply by 100")
 
 
-__all__ = ["check_conv_stack_parameters", "check_layer_receptive_field", "check_parameter_share"]
+__all__ = ["check_conv_macs_function", "check_conv_stack_parameters", "check_layer_receptive_field",
+           "check_parameter_share"]

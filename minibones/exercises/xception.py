@@ -8,7 +8,9 @@ FLOPs with PyTorch's FLOP counter on a real forward pass, never taken from the p
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import FlopCounterMode
 
 import minibones
@@ -71,3 +73,67 @@ def check_flow_parameters(answer: int, flow: str = "middle_flow") -> None:
                    f"list the blocks of {flow} (print it): each separable conv has 9*C_in + C_in*C_out weights, each "
                    "batch norm 2 per channel (its running statistics are buffers, not parameters), and a "
                    "block that changes the width has a 1x1 shortcut conv with its batch norm")
+
+
+class _ConvCalls(TorchFunctionMode):
+    """Records the ``groups`` of every convolution called while active (functional or module)."""
+
+    def __init__(self):
+        super().__init__()
+        self.groups: list[int] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in (F.conv2d, torch.conv2d):
+            groups = kwargs.get("groups", args[6] if len(args) > 6 else 1)
+            self.groups.append(int(groups))
+        return func(*args, **kwargs)
+
+
+def _grouped_cases() -> list[tuple[int, int, int, int]]:
+    """(in_channels, out_channels, groups, kernel): one group (an ordinary conv), a few groups
+    (Inception-like branches), one group per channel (depthwise), and a depthwise conv that
+    multiplies the channels."""
+    return [(6, 4, 1, 3), (8, 12, 4, 3), (12, 6, 3, 1), (16, 16, 16, 3), (5, 10, 5, 5), (9, 9, 3, 5)]
+
+
+def check_grouped_conv(function) -> None:
+    """Does ``function(x, weight, groups)`` compute ``F.conv2d(x, weight, padding=k // 2, groups=groups)``
+    from convolutions with ``groups=1`` only, one per group?
+
+    ``x`` is (B, C_in, H, W) and ``weight`` (C_out, C_in / groups, k, k): the input channels are
+    cut into ``groups`` equal slices, and output channel ``o`` reads only the slice of its group
+    ``o // (C_out / groups)``. Tried with 1 group, a few, and one per channel (depthwise); a
+    function that passes ``groups`` on to a convolution is refused, since writing the split is
+    the point.
+    """
+    if not callable(function):
+        raise ValueError(f"pass your function itself, e.g. check_grouped_conv(grouped_conv), got {function!r}")
+    generator = torch.Generator().manual_seed(0)
+    for c_in, c_out, groups, kernel in _grouped_cases():
+        x = torch.randn(2, c_in, 7, 9, generator=generator)
+        weight = torch.randn(c_out, c_in // groups, kernel, kernel, generator=generator)
+        expected = F.conv2d(x, weight, padding=kernel // 2, groups=groups)
+        calls = _ConvCalls()
+        described = f"{groups} group{'s' if groups > 1 else ''}, {c_in} -> {c_out} channels, {kernel}x{kernel}"
+        try:
+            with calls:
+                answer = function(x.clone(), weight.clone(), groups)
+        except RuntimeError as error:
+            return verdict(False, f"with {described} your function failed ({str(error).splitlines()[0]}): slice "
+                                  f"g of the input has C_in/groups channels, and its weight is the slice g of the "
+                                  "weight's output channels")
+        if any(g != 1 for g in calls.groups):
+            return verdict(False, f"your function called a convolution with groups={max(calls.groups)}: build it "
+                                  "from convolutions with groups=1, one per slice of the channels, and concatenate")
+        if not isinstance(answer, torch.Tensor):
+            return verdict(False, f"return a tensor, got {type(answer).__name__}")
+        if answer.shape != expected.shape:
+            return verdict(False, f"with {described} on {tuple(x.shape)} yours returned {tuple(answer.shape)}, expected "
+                                  f"{tuple(expected.shape)}: pad by k // 2 to keep the grid, and concatenate the "
+                                  "groups' outputs along the channels")
+        if not torch.allclose(answer, expected, rtol=1e-4, atol=1e-4):
+            return verdict(False, f"right shape, other values with {described}: group g reads input channels "
+                                  f"g * C_in/groups to (g + 1) * C_in/groups and uses the weight's *output* channels "
+                                  f"g * C_out/groups to (g + 1) * C_out/groups")
+    return verdict(True, "")

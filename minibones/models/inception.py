@@ -127,6 +127,11 @@ class InceptionModule(nn.Module):
     1x1 convs; 1x1 "reduce" then 3x3; 1x1 "reduce" then 5x5; 3x3 max pool then a 1x1
     "pool proj". The arguments are the columns of table 1. The output width is
     ``ch1x1 + ch3x3 + ch5x5 + pool_proj``.
+
+    ``kernel_5x5`` is the kernel of the "5x5" branch's conv. GoogLeNet as released has 3: a
+    known bug of the original port, kept so that torchvision's weights still load
+    (pytorch/vision#906), so ``googlenet`` keeps it. A network trained from scratch has no
+    weights to stay compatible with: pass 5 for the paper's module (notebook 03 does).
     """
 
     def __init__(
@@ -138,8 +143,11 @@ class InceptionModule(nn.Module):
         ch5x5_reduce: int,
         ch5x5: int,
         pool_proj: int,
+        kernel_5x5: int = 3,
     ):
         super().__init__()
+        if kernel_5x5 not in (3, 5):
+            raise ValueError(f"kernel_5x5 must be 3 (GoogLeNet as released) or 5 (the paper), got {kernel_5x5!r}")
         self.branch1x1 = conv_bn(in_channels, ch1x1, 1)
         self.branch3x3 = branch(
             reduce=conv_bn(in_channels, ch3x3_reduce, 1),
@@ -147,9 +155,8 @@ class InceptionModule(nn.Module):
         )
         self.branch5x5 = branch(
             reduce=conv_bn(in_channels, ch5x5_reduce, 1),
-            # A 3x3, not the paper's 5x5: a known bug of the original port, kept so that
-            # torchvision's weights still load (pytorch/vision#906).
-            conv=conv_bn(ch5x5_reduce, ch5x5, 3, padding=1),
+            # 3 by default, not the paper's 5: see the docstring
+            conv=conv_bn(ch5x5_reduce, ch5x5, kernel_5x5, padding=kernel_5x5 // 2),
         )
         self.branch_pool = branch(
             pool=nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True),
