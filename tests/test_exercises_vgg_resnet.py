@@ -10,6 +10,8 @@ from torch import nn
 
 import minibones
 from minibones.exercises.resnet import (
+    check_gradient_norms,
+    main_path_weights,
     check_block_parameters, check_blocks_per_stage, check_shortcut_parameters, weighted_layers,
 )
 from minibones.exercises.vgg import (
@@ -171,11 +173,7 @@ def test_resnet_checkers_refuse_malformed_questions():
 def test_a_plain_twin_is_the_resnet_without_its_addition():
     """What notebook 02 relies on: ResNet takes the block class, so a block whose forward
     drops the shortcut gives a network with the same parameters, identically initialised."""
-    from minibones.models.resnet import BasicBlock, ResNet
-
-    class PlainBlock(BasicBlock):
-        def forward(self, x):
-            return self.relu2(self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x))))))
+    from minibones.models.resnet import BasicBlock, PlainBlock, ResNet
 
     reference = minibones.create_model("resnet20")
     nets = []
@@ -190,3 +188,59 @@ def test_a_plain_twin_is_the_resnet_without_its_addition():
     x = torch.randn(2, 3, 32, 32)
     assert not torch.allclose(plain.eval()(x), residual.eval()(x))
     assert isinstance(residual.stages[0][0].shortcut, nn.Identity)
+
+
+def test_plain_block_is_the_basic_block_without_the_addition():
+    from minibones.models.resnet import BasicBlock, PlainBlock
+
+    torch.manual_seed(0)
+    plain = PlainBlock(8, 8).eval()
+    residual = BasicBlock(8, 8).eval()
+    residual.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 8, 6, 6)
+    F = residual.bn2(residual.conv2(residual.relu1(residual.bn1(residual.conv1(x)))))
+    assert torch.allclose(plain(x), torch.relu(F))
+    assert torch.allclose(residual(x), torch.relu(F + x))
+
+
+def _batch_gradient_norms(model, images, labels):
+    model.zero_grad()
+    nn.functional.cross_entropy(model(images), labels).backward()
+    return torch.stack([w.grad.norm() for w in main_path_weights(model)])
+
+
+def test_gradient_norms_checker_accepts_a_right_function(capsys):
+    check_gradient_norms(_batch_gradient_norms)
+    assert capsys.readouterr().out.strip() == "correct"
+    check_gradient_norms(lambda *args: _batch_gradient_norms(*args).tolist())  # a list of numbers is fine too
+    assert capsys.readouterr().out.strip() == "correct"
+
+
+def _no_zero_grad(model, images, labels):
+    nn.functional.cross_entropy(model(images), labels).backward()
+    return torch.stack([w.grad.norm() for w in main_path_weights(model)])
+
+
+def _with_shortcuts(model, images, labels):
+    model.zero_grad()
+    nn.functional.cross_entropy(model(images), labels).backward()
+    return torch.stack([m.weight.grad.norm() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))])
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (_no_zero_grad, "model.zero_grad()"),
+    (_with_shortcuts, "shortcut projections are not on the main path"),
+    (lambda m, i, l: torch.stack([w.norm() for w in main_path_weights(m)]), "norms of the weights themselves"),
+    (lambda m, i, l: _batch_gradient_norms(m, i, l).flip(0), "reverse order"),
+    (lambda m, i, l: torch.stack([w.grad.norm() for w in main_path_weights(m)]), "gradients of an earlier batch"),
+    (lambda m, i, l: None, "return a 1-D tensor"),
+])
+def test_gradient_norms_checker_refuses_typical_mistakes(capsys, wrong, hint):
+    check_gradient_norms(wrong)
+    out = capsys.readouterr().out
+    assert out.startswith("not yet:") and hint in out
+
+
+def test_gradient_norms_checker_wants_the_function_itself():
+    with pytest.raises(ValueError, match="pass your function itself"):
+        check_gradient_norms(torch.zeros(6))

@@ -7,6 +7,7 @@ or shortcut module. Nothing is read from a stored table.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from minibones.backbone import ModelConfig, count_parameters
@@ -106,4 +107,68 @@ def check_shortcut_parameters(answer: int, kind: str, in_channels: int, out_chan
                                     "which of them have weights? (a 1x1 conv has in*out weights, no bias)")
 
 
-__all__ = ["check_block_parameters", "check_blocks_per_stage", "check_shortcut_parameters", "weighted_layers"]
+def main_path_weights(model: nn.Module) -> list[nn.Parameter]:
+    """The weight of every conv and fc layer on the main path, input to output (the layers
+    :func:`weighted_layers` counts)."""
+    return [m.weight for name, m in model.named_modules()
+            if isinstance(m, (nn.Conv2d, nn.Linear)) and ".shortcut." not in f".{name}."]
+
+
+def _gradient_norms(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    model.zero_grad(set_to_none=True)
+    nn.functional.cross_entropy(model(images), labels).backward()
+    return torch.stack([w.grad.norm() for w in main_path_weights(model)])
+
+
+def check_gradient_norms(gradient_norms) -> None:
+    """Does the learner's ``gradient_norms(model, images, labels)`` return, as a 1-D tensor,
+    the norm of the gradient of the cross-entropy loss of this one batch with respect to the
+    weight of every main-path conv and fc layer, input to output (shortcut projections left out)?
+
+    The truth is computed here on a small ResNet with projection shortcuts, whose parameters
+    already hold gradients from an earlier batch: a function that does not clear them first
+    returns the sum of two batches' gradients.
+
+    Why: a gradient-norm profile is the measurement behind section 4 of notebook 02 (and
+    He et al.'s section 4.1); it is only meaningful per layer, per batch, in depth order.
+    """
+    if not callable(gradient_norms):
+        raise ValueError(f"pass your function itself (gradient_norms, not gradient_norms(...)), got {gradient_norms!r}")
+    config = ModelConfig(name="tiny_resnet", reference="none", paper=PAPER)
+    torch.manual_seed(0)
+    model = ResNet(BasicBlock, (1, 1), config, num_classes=5, widths=(4, 8), stem="imagenet").train()
+    images, labels = torch.randn(8, 3, 32, 32), torch.arange(8) % 5
+    nn.functional.cross_entropy(model(torch.randn(8, 3, 32, 32)), labels.flip(0)).backward()  # stale gradients
+    stale = torch.stack([w.grad.norm() for w in main_path_weights(model)])
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    answer = gradient_norms(model, images, labels)
+    model.load_state_dict(state)  # undo any batch-norm statistics the learner's forward pass updated
+    truth = _gradient_norms(model, images, labels)
+
+    if not isinstance(answer, torch.Tensor):
+        try:
+            answer = torch.stack([torch.as_tensor(a, dtype=torch.float32) for a in answer])
+        except (TypeError, RuntimeError, ValueError):
+            return verdict(False, f"return a 1-D tensor of {len(truth)} norms (one per layer), got {type(answer).__name__}")
+    answer = answer.detach().float().flatten()
+    if len(answer) != len(truth):
+        every = sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model.modules())
+        hint = (" (the shortcut projections are not on the main path: leave them out)" if len(answer) == every else "")
+        return verdict(False, f"this network has {len(truth)} main-path conv and fc layers, your function returned "
+                              f"{len(answer)} norms{hint}")
+    close = lambda a, b: torch.allclose(a, b, rtol=1e-4, atol=1e-7)
+    if close(answer, truth):
+        return verdict(True, "")
+    if close(answer, truth.flip(0)):
+        return verdict(False, "the norms are in reverse order: the first one must be the stem conv's, the last the fc's")
+    if close(answer, torch.stack([w.detach().norm() for w in main_path_weights(model)])):
+        return verdict(False, "these are the norms of the weights themselves; measure the weights' .grad")
+    if not close(stale, truth) and close(answer, stale):
+        return verdict(False, "these are the gradients of an earlier batch: run the forward and backward pass first")
+    return verdict(False, "the norms differ from those of this batch's gradients: clear the gradients the model "
+                          "already holds (model.zero_grad()) before the backward pass, and use the cross-entropy "
+                          "of model(images) against labels")
+
+
+__all__ = ["check_block_parameters", "check_blocks_per_stage", "check_gradient_norms", "check_shortcut_parameters",
+           "main_path_weights", "weighted_layers"]

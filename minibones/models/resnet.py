@@ -83,6 +83,19 @@ class BasicBlock(nn.Module):
         return self.relu2(out + self.shortcut(x))
 
 
+class PlainBlock(BasicBlock):
+    """A basic block without its shortcut: y = relu(F(x)) instead of relu(F(x) + x).
+
+    Why: the plain twin of a ResNet (He et al. 2016, section 4.1) must differ from it in the
+    addition only. Subclassing keeps the same layers, built in the same order, so a plain net
+    and its residual twin built after the same seed start from identical weights. The shortcut
+    module is still built (in the CIFAR nets it has no parameters) but never used."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu1(self.bn1(self.conv1(x)))
+        return self.relu2(self.bn2(self.conv2(out)))  # no "+ self.shortcut(x)"
+
+
 class Bottleneck(nn.Module):
     """Figure 5 right: 1x1 conv reduces the width, 3x3 conv works at the reduced width,
     1x1 conv expands it 4x. Deep networks get cheap this way (ResNet-50 costs about
