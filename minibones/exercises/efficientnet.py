@@ -4,7 +4,8 @@ stochastic depth and compound scaling).
 Every truth is measured on the library itself: parameters on a real ``MBConv``, widths and
 depths on ``create_model(...)`` (built on the meta device, where tensors have shapes but no
 data, so that even B7 builds in a moment), drop-path rates on the built blocks, and the
-expected growth of the FLOPs from the library's own ``ALPHA``, ``BETA`` and ``GAMMA``.
+expected growth of the multiply-adds from the library's own ``ALPHA``, ``BETA`` and ``GAMMA``, and
+the channel rounding from the library's scaled tables (``StageSpec.scaled``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import minibones
 from minibones.backbone import count_parameters
 from minibones.exercises import as_number, positive_int, verdict
 from minibones.layers import DropPath
-from minibones.models.efficientnet import ALPHA, BETA, EFFICIENTNET_B, GAMMA, MBConv
+from minibones.models.efficientnet import ALPHA, B0_STAGES, BETA, EFFICIENTNET_B, GAMMA, MBConv
 
 
 def _efficientnet_on_meta(model: str):
@@ -102,5 +103,52 @@ def check_flops_growth(answer: float, phi: float = 3) -> None:
     if abs(answer - 2**phi) < 5e-3 and abs(truth - 2**phi) >= 5e-3:
         return verdict(False, "alpha * beta^2 * gamma^2 is only about 2: compute it from ALPHA, BETA and GAMMA")
     return verdict(abs(answer - truth) < 5e-3 + 1e-9,
-                   "depth multiplies the FLOPs once, width and resolution twice each (they multiply two sizes): "
+                   "depth multiplies the multiply-adds once, width and resolution twice each (they multiply two sizes): "
                    "raise alpha * beta^2 * gamma^2 to the power phi")
+
+
+def _round_filters_cases() -> list[tuple[int, float, int]]:
+    """(B0 channels, width, channels of the scaled table) for every row of B0's table, at every
+    released width and at the narrow widths the course trains (0.25, 0.5), whose small counts
+    exercise the two guards of the rule (at least 8, never more than 10% below)."""
+    widths = sorted({w for w, *_ in EFFICIENTNET_B.values()} | {0.25, 0.5})
+    cases = []
+    for width in widths:
+        for spec in B0_STAGES:
+            scaled = spec.scaled(width, 1.0)
+            cases.append((spec.in_channels, width, scaled.in_channels))
+            cases.append((spec.out_channels, width, scaled.out_channels))
+    return list(dict.fromkeys(cases))
+
+
+def check_round_filters(round_filters) -> None:
+    """Does the learner's ``round_filters(channels, width)`` give the channel counts of the library's
+    scaled tables (``StageSpec.scaled``, which every B1-B7 stage goes through)?
+
+    Tried on every row of B0's table at every released width and at 0.25 and 0.5. A wrong answer
+    is told which rule it breaks: the result must be a whole multiple of 8, the *nearest* one (not
+    always down, not always up), at least 8, and never more than 10% below channels x width.
+    """
+    if not callable(round_filters):
+        raise ValueError(f"give a function round_filters(channels, width) -> int, got {round_filters!r}")
+    for channels, width, truth in _round_filters_cases():
+        got = round_filters(channels, width)
+        if isinstance(got, bool) or not isinstance(got, int):
+            return verdict(False, f"round_filters({channels}, {width}) returned {got!r}: return a whole number "
+                           "(an int) of channels, a layer cannot have a fraction of a channel")
+        if got == truth:
+            continue
+        value = channels * width
+        case = f"round_filters({channels}, {width}) gave {got}"
+        if got % 8:
+            hint = "the result must be a multiple of 8 (8 suits SIMD lanes and tensor cores)"
+        elif got < 8:
+            hint = "never fewer than 8 channels"
+        elif got < 0.9 * value:
+            hint = f"{got} is more than 10% below {value:g}: when rounding to the nearest multiple loses more than 10%, add 8"
+        elif got < value:
+            hint = f"it rounds down; round {value:g} to the *nearest* multiple of 8"
+        else:
+            hint = f"it rounds up; round {value:g} to the *nearest* multiple of 8"
+        return verdict(False, f"{case}: {hint}")
+    return verdict(True, "")
