@@ -21,7 +21,8 @@ How many labels do pretrained features save? The last part measures it cheaply, 
 *label-efficiency curve* (accuracy against labelled images per class):
 :func:`labelled_subset` draws k images of every class, :func:`split_at` cuts a network
 into a frozen trunk (run once over the data, :func:`run_trunk`) and a trainable top,
-:func:`linear_probe` fits a logistic regression on frozen features by L-BFGS,
+:func:`linear_probe` fits a logistic regression on frozen features by L-BFGS
+(:func:`recalibrate_batchnorm` prepares the randomly initialised control network),
 :func:`train_steps` trains any module with one fixed optimizer, schedule and number of
 steps (so that two recipes get the same budget), and :class:`LabelEfficiency` collects
 the runs over seeds and draws the curve with its spread.
@@ -30,6 +31,7 @@ the runs over seeds and draws the curve with its spread.
 from __future__ import annotations
 
 import copy
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 
@@ -466,6 +468,39 @@ def run_trunk(trunk: nn.Module, inputs: Tensor, batch_size: int = 128) -> Tensor
 
 
 @torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, inputs: Tensor, batch_size: int = 256) -> nn.Module:
+    """Measure every batch norm's running statistics on ``inputs`` (one pass, averaged over all
+    of them); no weight changes. Returns ``model`` in eval mode.
+
+    Why: a randomly initialised network is the control that separates what pretraining
+    bought from what the architecture gives for free. But with batch norm at its initial
+    statistics (mean 0, variance 1) a random network's activations shrink or grow block
+    after block, and its features end up nearly constant: a probe on them would measure the
+    initialisation, not the architecture. With statistics measured on the task's images,
+    every normalised layer is back at zero mean and unit variance, the strongest baseline
+    that trains no weight. Only the batch norms run in training mode (dropout and stochastic
+    depth stay off, so they cannot bias the statistics).
+    """
+    norms = [m for m in model.modules() if type(m) in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)]
+    if not norms:
+        raise ValueError(f"{type(model).__name__} has no (unfrozen) batch norm whose statistics could be measured")
+    momenta = [m.momentum for m in norms]
+    model.eval()
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over the batches, not an exponential one
+        norm.train()
+    try:
+        for batch in inputs.split(batch_size):
+            model(batch)
+    finally:
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
+        model.eval()
+    return model
+
+
+@torch.no_grad()
 def accuracy(model: nn.Module, inputs: Tensor, labels: Tensor, batch_size: int = 256) -> float:
     """Fraction of ``inputs`` whose most probable class is the label (eval mode)."""
     was_training = model.training
@@ -649,33 +684,47 @@ class LabelEfficiency:
             lines.append(f"{recipe:<14} " + "   ".join(gains))
         return "\n".join(lines)
 
-    def plot(self, ax=None, chance: float | None = None):
+    def plot(self, ax=None, chance: float | None = None, recipes: list[str] | None = None):
         """Mean accuracy against labelled images per class (log scale), each seed as a dot and
-        the range over seeds shaded."""
+        the range over seeds shaded; ``recipes`` picks which to draw (default: all).
+
+        The accuracy axis spans the plotted data (and chance, if given) with a small margin,
+        not 0 to 100 %: differences of a few points between recipes must stay visible. A
+        recipe keeps its colour whichever subset is drawn, so two panels can be compared.
+        """
         import matplotlib.pyplot as plt
 
         if ax is None:
             _, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
+        recipes = self.recipes if recipes is None else list(recipes)
+        unknown = [r for r in recipes if r not in self.recipes]
+        if unknown:
+            raise ValueError(f"no runs of {unknown}; the recipes recorded are {self.recipes}")
         xs = [self._x(k) for k in self.per_class]
-        for recipe in self.recipes:
+        plotted = []
+        for recipe in recipes:
+            colour = f"C{self.recipes.index(recipe)}"
             runs = [torch.tensor(self.accuracy[(recipe, k)]) * 100 for k in self.per_class]
-            mean = [float(r.mean()) for r in runs]
-            line, = ax.plot(xs, mean, "o-", label=recipe, lw=2)
+            plotted += [float(v) for r in runs for v in r]
+            ax.plot(xs, [float(r.mean()) for r in runs], "o-", label=recipe, lw=2, color=colour)
             ax.fill_between(xs, [float(r.min()) for r in runs], [float(r.max()) for r in runs],
-                            color=line.get_color(), alpha=0.2, lw=0)
+                            color=colour, alpha=0.2, lw=0)
             for x, r in zip(xs, runs):
-                ax.scatter([x] * len(r), r.tolist(), s=12, color=line.get_color(), alpha=0.6, zorder=3)
+                ax.scatter([x] * len(r), r.tolist(), s=12, color=colour, alpha=0.6, zorder=3)
         if chance is not None:
+            plotted.append(100 * chance)
             ax.axhline(100 * chance, color="grey", ls=":", lw=1)
-            ax.annotate("chance", (xs[0], 100 * chance), textcoords="offset points", xytext=(2, 3),
-                        fontsize=9, color="grey")
+            ax.annotate("chance", (xs[-1], 100 * chance), textcoords="offset points", xytext=(-2, 3),
+                        ha="right", fontsize=9, color="grey")
+        low = max(0.0, 5 * math.floor((min(plotted) - 2) / 5))
+        high = min(100.0, 5 * math.ceil((max(plotted) + 2) / 5))
+        ax.set_ylim(low, high)
         ax.set_xscale("log")
         ax.set_xticks(xs, [f"all\n(~{self.images_per_class_all:.0f})" if k == "all" else str(k)
                            for k in self.per_class])
         ax.minorticks_off()
         ax.set_xlabel("labelled training images per class")
         ax.set_ylabel("test accuracy (%)")
-        ax.set_ylim(0, 100)
         ax.grid(True, alpha=0.3)
-        ax.legend(loc="lower right")
+        ax.legend(loc="best", fontsize=9)
         return ax.figure

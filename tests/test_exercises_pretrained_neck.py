@@ -204,3 +204,19 @@ def test_linear_probe_checker_compares_with_the_librarys_probe(capsys):
     assert "the library's" in said(capsys)
     check_linear_probe(lambda f, y: (lambda test: torch.zeros(len(test), 7)), *problem)
     assert "one class per image" in said(capsys)
+
+
+def test_linear_probe_of_a_head_with_a_hidden_layer_trains_the_last_layer_only(capsys):
+    # mobilenet_v3_small's head: Linear(576, 1024), Hardswish, Linear(1024, classes); the hidden layer stays frozen
+    check_linear_probe_parameters(1024 * 37 + 37, model="mobilenet_v3_small", num_classes=37)
+    assert said(capsys) == "correct"
+    check_linear_probe_parameters(576 * 1024 + 1024 + 1024 * 37 + 37, model="mobilenet_v3_small", num_classes=37)
+    assert said(capsys).startswith("not yet:")
+
+
+def test_reference_module_of_a_convnext_stage_counts_the_downsampling_layers(capsys):
+    # torchvision's ConvNeXt: features.0 stem, then downsampling layers and stages alternate
+    check_reference_module("features.5", model="convnext_tiny", stage="res4")
+    assert said(capsys) == "correct"
+    check_reference_module("features.3", model="convnext_tiny", stage="res4")
+    assert "print the reference" in said(capsys)

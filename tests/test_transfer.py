@@ -269,3 +269,36 @@ def test_label_efficiency_tabulates_pairs_and_plots():
     ax = figure.axes[0]
     assert ax.get_xscale() == "log" and ax.get_ylabel() == "test accuracy (%)"
     assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "all\n(~140)"]
+
+
+def test_recalibrate_batchnorm_measures_statistics_without_training_a_weight():
+    from minibones.transfer import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.5), nn.Flatten())
+    weights = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k}
+    inputs = torch.randn(10, 3, 6, 6) * 3 + 1
+    recalibrate_batchnorm(model, inputs, batch_size=5)  # two equal batches, averaged (not an exponential average)
+    conv = model[0](inputs)
+    torch.testing.assert_close(model[1].running_mean, conv.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())
+    assert not model.training and model[1].momentum == 0.1
+    with pytest.raises(ValueError, match="no \\(unfrozen\\) batch norm"):
+        recalibrate_batchnorm(nn.Linear(2, 2), torch.randn(3, 2))
+
+
+def test_label_efficiency_plot_zooms_on_the_data_and_draws_a_chosen_subset():
+    from minibones.transfer import LabelEfficiency
+
+    curve = LabelEfficiency([1, "all"], images_per_class_all=140.0)
+    for recipe, values in {"probe": (0.55, 0.95), "scratch": (0.47, 0.96), "control": (0.12, 0.40)}.items():
+        for k, value in zip([1, "all"], values):
+            curve.add(recipe, k, value)
+    ax = curve.plot(recipes=["probe", "scratch"]).axes[0]
+    low, high = ax.get_ylim()
+    assert 40 <= low <= 45 and high == 100  # the data (47 to 96 %) fill the axis
+    assert [line.get_label() for line in ax.get_lines()] == ["probe", "scratch"]
+    ax = curve.plot(recipes=["control"], chance=0.1).axes[0]
+    assert ax.get_ylim()[0] <= 10 and ax.get_lines()[0].get_color() == "C2"  # its colour in every panel
+    with pytest.raises(ValueError, match="no runs of"):
+        curve.plot(recipes=["fine-tune"])

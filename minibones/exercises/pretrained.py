@@ -118,8 +118,9 @@ def check_reference_module(answer: str, model: str = "resnet50", stage: str = "c
     stages = net.forward_stages(x)
     truth = match_reference_modules(reference, stages, x)[index][0]
     return verdict(answer.strip() == truth,
-                   f"look for the torchvision module that ends the stage: print(reference) or the family's name_map; "
-                   f"{model}'s stages after the stem are numbered from 1 in torchvision")
+                   f"look for the torchvision module whose output ends the stage: print the reference "
+                   f"(minibones.reference.build_reference(minibones.create_model({model!r}))) or read the family's "
+                   f"name_map, and count: torchvision may number downsampling layers and stages in one list")
 
 
 # --- code exercises: the learner writes the function ---------------------------------
