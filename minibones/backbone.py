@@ -9,6 +9,8 @@ their own ``forward_stages`` top to bottom, so the data flow stays on one screen
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -127,6 +129,19 @@ class Backbone(nn.Module):
 
     def stage_names(self) -> list[str]:
         return [info.name for info in self.feature_info]
+
+
+@contextmanager
+def mode(model: nn.Module, training: bool) -> Iterator[nn.Module]:
+    """Put ``model`` in training or evaluation mode for a block, then give it back the mode it
+    had: measuring a model (its cost, its receptive field, its accuracy) must not change how
+    the caller's next forward pass behaves (dropout, batch-norm statistics)."""
+    was_training = model.training
+    model.train(training)
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def count_parameters(model: nn.Module) -> int:

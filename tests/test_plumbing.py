@@ -1,0 +1,46 @@
+"""The plumbing every part of the library shares: files written atomically, modes given back."""
+
+import pytest
+from minibones.files import atomic_path
+
+def test_a_finished_write_lands_under_the_final_name(tmp_path):
+    target = tmp_path / "sub" / "weights.pth"
+    with atomic_path(target) as tmp:
+        assert tmp.parent == target.parent and tmp.name.endswith(".partial")
+        tmp.write_bytes(b"abc")
+        assert not target.exists()
+    assert target.read_bytes() == b"abc" and list(target.parent.iterdir()) == [target]
+
+def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path):
+    target = tmp_path / "ckpt.pt"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("disk full")
+    assert target.read_bytes() == b"old" and list(tmp_path.iterdir()) == [target]
+
+def test_a_folder_is_renamed_whole_or_not_at_all(tmp_path):
+    with atomic_path(tmp_path / "cifar") as tmp:
+        (tmp / "inner").mkdir(parents=True)
+        (tmp / "inner" / "x").write_text("1")
+    assert (tmp_path / "cifar" / "inner" / "x").read_text() == "1"
+    with pytest.raises(ValueError):
+        with atomic_path(tmp_path / "other") as tmp:
+            tmp.mkdir()
+            raise ValueError
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar"]
+
+
+def test_mode_gives_the_model_back_its_mode_even_after_an_error():
+    import torch
+    from minibones.backbone import mode
+
+    model = torch.nn.Sequential(torch.nn.Dropout(), torch.nn.BatchNorm1d(3)).train()
+    with mode(model, training=False):
+        assert not model.training and not model[1].training
+    assert model.training and model[1].training
+    with pytest.raises(ZeroDivisionError), mode(model.eval(), training=True):
+        assert model.training
+        1 / 0
+    assert not model.training and not model[0].training
