@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -35,6 +36,42 @@ def rename(name: str, name_map: list[tuple[str, str | None]]) -> str | None:
         else:
             name = re.sub(pattern, replacement, name)
     return name
+
+
+def numbered_layers(modules: Iterable[str], names: Iterable[str]) -> list[tuple[str, str]]:
+    """Name map rows for a unit the reference builds as an ``nn.Sequential`` and we name:
+    in each of ``modules``, child ``0.`` becomes ``names[0]``, ``1.`` ``names[1]`` and so on
+    (torchvision's ``Conv2dNormActivation`` is ``0`` the conv and ``1`` the norm: our
+    :class:`~minibones.layers.ConvNormAct`'s ``conv`` and ``bn``)."""
+    alternatives = "|".join(modules)
+    return [(rf"(^|\.)({alternatives})\.{i}\.", rf"\1\2.{name}.") for i, name in enumerate(names)]
+
+
+@dataclass(frozen=True)
+class StateDictDiff:
+    """Where two state dicts disagree in names or shapes (values are not compared).
+
+    ``missing``: names ``expected`` has and ``actual`` lacks; ``unexpected``: the reverse;
+    ``mis_shaped``: ``(name, actual shape, expected shape)`` for the names both have. Each sorted by name.
+    """
+
+    missing: list[str]
+    unexpected: list[str]
+    mis_shaped: list[tuple[str, tuple[int, ...], tuple[int, ...]]]
+
+    def __bool__(self) -> bool:
+        """True when they differ."""
+        return bool(self.missing or self.unexpected or self.mis_shaped)
+
+
+def diff_state_dicts(actual: Mapping[str, Tensor], expected: Mapping[str, Tensor]) -> StateDictDiff:
+    """Which names and shapes of ``actual`` differ from those of ``expected`` (see :class:`StateDictDiff`)."""
+    mis_shaped = [
+        (name, tuple(actual[name].shape), tuple(expected[name].shape))
+        for name in sorted(set(actual) & set(expected))
+        if tuple(actual[name].shape) != tuple(expected[name].shape)
+    ]
+    return StateDictDiff(sorted(set(expected) - set(actual)), sorted(set(actual) - set(expected)), mis_shaped)
 
 
 def read_state_dict(reference: nn.Module | Mapping[str, Tensor] | str | os.PathLike) -> tuple[dict[str, Tensor], str]:
@@ -93,16 +130,11 @@ def load_reference_weights(
     converted = convert_state_dict(model, state_dict, name_map)
     ours = model.state_dict()
 
-    missing = sorted(set(ours) - set(converted))
-    unexpected = sorted(set(converted) - set(ours))
-    mis_shaped = sorted(
-        f"{name}: reference {tuple(converted[name].shape)} vs model {tuple(ours[name].shape)}"
-        for name in set(ours) & set(converted)
-        if converted[name].shape != ours[name].shape
-    )
-    if missing or unexpected or mis_shaped:
+    diff = diff_state_dicts(converted, ours)
+    if diff:
+        mis_shaped = [f"{name}: reference {theirs} vs model {mine}" for name, theirs, mine in diff.mis_shaped]
         lines = [f"cannot load {source} into {type(model).__name__}; nothing was loaded."]
-        for title, names in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", mis_shaped)):
+        for title, names in (("missing", diff.missing), ("unexpected", diff.unexpected), ("mis-shaped", mis_shaped)):
             if names:
                 lines.append(f"{len(names)} {title}:")
                 lines.extend(f"  {name}" for name in names[:20])

@@ -8,6 +8,7 @@ import torchvision
 
 import minibones
 from minibones import WeightLoadError, load_reference_weights
+from minibones.porting import convert_state_dict, diff_state_dicts
 
 
 def snapshot(model):
@@ -84,3 +85,16 @@ def test_checkpoints_are_read_weights_only(tmp_path):
     torch.save({"conv1.weight": argparse.Namespace(payload="arbitrary objects are never unpickled")}, path)
     with pytest.raises(WeightLoadError, match="weights-only"):
         load_reference_weights(minibones.create_model("resnet18"), path)
+
+
+def test_diff_state_dicts_names_what_is_missing_unexpected_and_mis_shaped():
+    expected = {"a.weight": torch.zeros(2, 3), "b.weight": torch.zeros(4), "c.bias": torch.zeros(1)}
+    actual = {"a.weight": torch.zeros(3, 2), "b.weight": torch.zeros(4), "d.bias": torch.zeros(1)}
+    diff = diff_state_dicts(actual, expected)
+    assert diff.missing == ["c.bias"] and diff.unexpected == ["d.bias"]
+    assert diff.mis_shaped == [("a.weight", (3, 2), (2, 3))]
+    assert diff and not diff_state_dicts(expected, dict(expected))
+    # a model and its reference, converted through the name map, agree in every name and shape
+    model = minibones.create_model("resnet18")
+    converted = convert_state_dict(model, torchvision.models.resnet18(weights=None).state_dict())
+    assert not diff_state_dicts(converted, model.state_dict())
