@@ -6,14 +6,18 @@
     python -m minibones data
 
 Every option is documented in ``--help``; the options of ``train`` are the fields
-of :class:`minibones.train.TrainConfig`, with the same defaults.
+of :class:`minibones.train.TrainConfig`, with the same defaults. Each sub-command is an
+``add_*_command`` (its options) and a ``run_*`` (what it does); :func:`train` is what
+``train`` runs in each process, and can be called from Python too.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 TRAIN_EXAMPLES = """examples:
@@ -26,14 +30,21 @@ Stopped runs (Ctrl-C, a crash) continue from OUT/last.pt when the same command i
 
 
 def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="minibones", description="Train, benchmark and fetch data for minibones.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,bench,data}")
+    add_train_command(commands)
+    add_bench_command(commands)
+    add_data_command(commands)
+    return parser
+
+
+def add_train_command(commands) -> None:
+    """``train``: its options are the fields of :class:`~minibones.train.TrainConfig`, with
+    its defaults, and what to train on what."""
     from minibones.data import DATA_ENV, DATASETS
     from minibones.train import TrainConfig
 
     defaults = TrainConfig()
-    parser = argparse.ArgumentParser(prog="minibones", description="Train, benchmark and fetch data for minibones.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,bench,data}")
-
-    # --- train ---
     t = commands.add_parser(
         "train", help="train a model on a dataset (also under torchrun)", epilog=TRAIN_EXAMPLES,
         description="Train a model and keep a checkpoint (OUT/last.pt) and OUT/history.json after every epoch.",
@@ -60,8 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="use only the first N training images, for a quick run (default: all)")
     what.add_argument("--test-size", type=int, default=None,
                       help="use only the first N test images (default: all)")
+    _add_how_to_train(t.add_argument_group("how to train"), defaults)
+    _add_where_and_how_fast(t.add_argument_group("where and how fast"), defaults)
+    t.set_defaults(run=run_train)
 
-    how = t.add_argument_group("how to train")
+
+def _add_how_to_train(how, defaults) -> None:
     how.add_argument("--epochs", type=int, default=defaults.epochs, help="epochs (default: %(default)s)")
     how.add_argument("--batch-size", type=int, default=defaults.batch_size,
                      help="global batch size, split across processes under torchrun (default: %(default)s)")
@@ -83,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--seed", type=int, default=defaults.seed,
                      help="seed of the initial weights, the shuffling and the augmentation (default: %(default)s)")
 
-    where = t.add_argument_group("where and how fast")
+
+def _add_where_and_how_fast(where, defaults) -> None:
     where.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
     where.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                        help="bf16 autocast (default: on with CUDA, off on the CPU)")
@@ -102,9 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: %(default)s)")
     where.add_argument("--progress", action=argparse.BooleanOptionalAction, default=defaults.progress,
                        help="show progress bars (default: %(default)s)")
-    t.set_defaults(run=run_train)
 
-    # --- bench ---
+
+def add_bench_command(commands) -> None:
     b = commands.add_parser(
         "bench", help="time minibones models against their references",
         description="Forward (infer) and forward+backward (train) time of each minibones model and its reference, "
@@ -126,7 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default=None, help="also write the Markdown table to this file")
     b.set_defaults(run=run_bench)
 
-    # --- data ---
+
+def add_data_command(commands) -> None:
+    from minibones.data import DATA_ENV, DATASETS
+
     d = commands.add_parser(
         "data", help="show where datasets are looked for, and fetch them",
         description="For each dataset: where it is looked for, and whether it is there.",
@@ -136,19 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"where datasets live (default: ${DATA_ENV}, else data/ in the repository)")
     d.add_argument("--download", action="store_true", help="download and unpack the missing ones")
     d.set_defaults(run=run_data)
-    return parser
 
 
 def run_train(args) -> int:
-    from minibones.train import TrainConfig, train
+    from minibones.checkpoint import CHECKPOINT
+    from minibones.train import TrainConfig
 
-    config = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
-        weight_decay=args.weight_decay, schedule=args.schedule, warmup=args.warmup,
-        label_smoothing=args.label_smoothing, amp=args.amp, channels_last=args.channels_last, compile=args.compile,
-        device=args.device, seed=args.seed, workers=args.workers, out=args.out, resume=args.resume,
-        log_every=args.log_every, progress=args.progress,
-    )
+    # the options of train are named as the fields of TrainConfig (verbose aside: the command line prints)
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name != "verbose"})
     try:
         _, history = train(args.model, args.data, config, root=args.data_root, download=args.download,
                            fallback=args.fallback, image_size=args.image_size, train_size=args.train_size,
@@ -156,9 +170,56 @@ def run_train(args) -> int:
     except KeyboardInterrupt:
         return 130  # the checkpoint is saved and the message printed by fit
     if history.rows and os.environ.get("RANK", "0") == "0":  # under torchrun, only rank 0 speaks
-        print(f"done: test accuracy {history.last['test_acc']:.1%}" + (f"; checkpoint {Path(args.out) / 'last.pt'}"
+        print(f"done: test accuracy {history.last['test_acc']:.1%}" + (f"; checkpoint {Path(args.out) / CHECKPOINT}"
                                                                           if args.out else ""))
     return 0
+
+
+def train(model: str, data: str = "digits", config=None, *, root: str | Path | None = None, download: bool = True,
+          fallback: bool = True, image_size: int | None = None, train_size: int | None = None,
+          test_size: int | None = None):
+    """Build ``model`` for ``data`` and :func:`~minibones.train.fit` it: what ``python -m minibones
+    train`` runs, in one process or in each of the processes ``torchrun`` starts. Returns the
+    model and its :class:`~minibones.train.History`."""
+    import torch.distributed as dist
+
+    from minibones.checkpoint import seed_everything
+    from minibones.data import load_data
+    from minibones.distributed import barrier, init_distributed, rank_and_world_size
+    from minibones.train import TrainConfig, fit
+
+    config = config or TrainConfig()
+    created_group = init_distributed()
+    try:
+        rank, _ = rank_and_world_size()
+        if rank != 0:  # rank 0 downloads first; the others then read its copy
+            barrier()
+        dataset = load_data(data, root, download=download and rank == 0, fallback=fallback, image_size=image_size,
+                            verbose=rank == 0)
+        if rank == 0:
+            barrier()
+        dataset = dataset.subset(train_size, test_size)
+        seed_everything(config.seed)  # the same initial weights in every process (DDP also broadcasts them)
+        net = build_model(model, dataset.num_classes)
+        return net, fit(net, dataset, config)
+    finally:
+        if created_group:
+            dist.destroy_process_group()
+
+
+def build_model(spec: str, num_classes: int):
+    """A registered name (``resnet18``) or your own builder as ``module:function``
+    (``mymodels:tiny_net``), called with ``num_classes``."""
+    if ":" in spec:
+        module, _, function = spec.partition(":")
+        try:
+            builder = getattr(importlib.import_module(module), function)
+        except (ImportError, AttributeError) as error:
+            raise ValueError(f"cannot import {spec!r} ({error}); is the module's folder on PYTHONPATH?") from error
+        return builder(num_classes=num_classes)
+    from minibones import create_model
+
+    return create_model(spec, num_classes=num_classes)
 
 
 def run_bench(args) -> int:

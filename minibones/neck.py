@@ -21,7 +21,7 @@ that pyramid. The backbone side of the contract is the same for every family:
   summed, and a 1x1 conv predicts a class per pixel.
 * :func:`build_segmenter` - ``build_segmenter("resnet18", num_classes=4)``: swapping the
   backbone is one argument. :class:`ShapesOnPhotos` is a small offline task to train it on,
-  with :func:`train_segmenter`, a short loop with a per-pixel loss; it also gives every
+  with :func:`train_segmenter`, a short run with a per-pixel loss; it also gives every
   shape's box, for detection (:mod:`minibones.detection`).
 * :func:`detection_backbone` - the same pyramid in the form torchvision's own detectors
   (``FCOS``, ``RetinaNet``, ``FasterRCNN``) take, with :func:`anchor_generator` and
@@ -40,7 +40,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import minibones
-from minibones.backbone import IMAGENET_MEAN, IMAGENET_STD, Backbone
+from minibones.backbone import IMAGENET_MEAN, IMAGENET_STD, Backbone, mode
+from minibones.train import train_briefly
 
 
 # --- the necks ----------------------------------------------------------------------
@@ -437,48 +438,35 @@ def train_segmenter(
     device: str | torch.device | None = None,
     seed: int = 0,
 ) -> list[dict]:
-    """A short supervised run with per-pixel cross-entropy (AdamW, one-cycle schedule).
+    """A short supervised run with per-pixel cross-entropy (:func:`minibones.train.train_briefly`:
+    AdamW, one-cycle schedule), shuffled from ``seed``.
 
     Returns one record per epoch: training loss, and the test pixel accuracy and mean IoU.
-    (Why not :func:`minibones.train.fit`? Its loss would work unchanged, cross-entropy takes
-    (B, C, H, W) scores, but it counts accuracy per image, not per pixel.)
     """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model.to(device)
     generator = torch.Generator().manual_seed(seed)
     loader = torch.utils.data.DataLoader(train, batch_size=batch_size, shuffle=True, generator=generator)
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * len(loader), pct_start=0.2)
-    history = []
-    for epoch in range(epochs):
-        model.train()
-        total = count = 0
-        for images, masks in loader:
-            images, masks = images.to(device), masks.to(device)
-            loss = F.cross_entropy(model(images), masks)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total += float(loss.detach()) * len(images)
-            count += len(images)
-        record = {"epoch": epoch + 1, "train_loss": total / count}
-        if test is not None:
-            record.update(evaluate_segmenter(model, test, batch_size=batch_size, device=device))
-        history.append(record)
-    return history
+
+    def loss(model: Segmenter, images: Tensor, masks: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        value = F.cross_entropy(model(images), masks)  # (B, classes, H, W) scores against (B, H, W) classes
+        return value, {"train_loss": value}
+
+    def test_metrics() -> dict:
+        return evaluate_segmenter(model, test, batch_size=batch_size)
+
+    return train_briefly(model, lambda: loader, loss, epochs=epochs, steps_per_epoch=len(loader), lr=lr,
+                         weight_decay=weight_decay, device=device,
+                         test_metrics=test_metrics if test is not None else None)
 
 
 @torch.no_grad()
 def evaluate_segmenter(model: Segmenter, data, *, batch_size: int = 64, device=None) -> dict:
     """Pixel accuracy and mean IoU (%) over ``data``."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    model.eval()
     logits, masks = [], []
-    for images, target in torch.utils.data.DataLoader(data, batch_size=batch_size):
-        logits.append(model(images.to(device)).cpu())
-        masks.append(target)
+    with mode(model, False):
+        for images, target in torch.utils.data.DataLoader(data, batch_size=batch_size):
+            logits.append(model(images.to(device)).cpu())
+            masks.append(target)
     logits, masks = torch.cat(logits), torch.cat(masks)
     num_classes = logits.shape[1]
     return {

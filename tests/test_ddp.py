@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from minibones.train import TrainConfig, load_checkpoint, train
+from minibones.__main__ import train
+from minibones.checkpoint import load_checkpoint
+from minibones.train import TrainConfig
 
 MODEL = '''
 from torch import nn

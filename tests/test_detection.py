@@ -269,6 +269,11 @@ def pyramid_of(name: str):
     return calibrate_batch_norm_(pyramid, torch.randn(4, 3, size, size))
 
 
+LOSS_TERMS = {"fcos": {"classification", "bbox_regression", "bbox_ctrness"},
+              "retinanet": {"classification", "bbox_regression"},
+              "faster_rcnn": {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}}
+
+
 @pytest.mark.parametrize("detector", ["fcos", "retinanet", "faster_rcnn"])
 @pytest.mark.parametrize("name", family_backbones())
 def test_torchvision_detectors_train_and_detect_on_every_family(name, detector):
@@ -282,7 +287,7 @@ def test_torchvision_detectors_train_and_detect_on_every_family(name, detector):
                {"boxes": torch.tensor([[10.0, 10.0, 20.0, 24.0]]), "labels": torch.tensor([2])}]
 
     losses = model.train()(images, targets)
-    assert losses and all(torch.isfinite(v) for v in losses.values()), losses
+    assert set(losses) == LOSS_TERMS[detector] and all(torch.isfinite(v) and v >= 0 for v in losses.values()), losses
     sum(losses.values()).backward()
     first = next(backbone.body.parameters())  # the backbone's first layer: the gradient went all the way down
     assert first.grad is not None and first.grad.abs().sum() > 0

@@ -7,20 +7,14 @@ import signal
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import minibones
+from minibones.checkpoint import load_checkpoint, save_checkpoint
 from minibones.data import digits
-from minibones.train import (
-    NonFiniteLossError,
-    TrainConfig,
-    fit,
-    load_checkpoint,
-    make_optimizer,
-    make_scheduler,
-    parameter_groups,
-    save_atomically,
-)
+from minibones.optim import make_optimizer, make_scheduler, parameter_groups
+from minibones.train import NonFiniteLossError, TrainConfig, fit, train_briefly
 
 
 class TinyNet(nn.Module):
@@ -88,10 +82,10 @@ def stop_at(epoch, batch, error=KeyboardInterrupt):
 # --- nothing lost --------------------------------------------------------------------------------
 
 
-def test_a_checkpoint_is_written_every_epoch_and_loads_weights_only(uninterrupted, tmp_path, tiny_data):
+def test_a_checkpoint_is_written_every_epoch_and_loads_weights_only(tmp_path, tiny_data):
     run(tiny_data, tiny_config(tmp_path, epochs=1))
     saved = torch.load(tmp_path / "last.pt", weights_only=True)  # no pickled objects in it
-    assert set(saved) >= {"model", "optimizer", "scheduler", "scaler", "rng", "position", "history", "config"}
+    assert set(saved) >= {"model", "optimizer", "scheduler", "rng", "position", "history", "config"}
     assert saved["position"] == {"epoch": 1, "batch": 0, "step": 6}
     assert json.loads((tmp_path / "history.json").read_text())["history"][0]["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary files left
@@ -142,7 +136,7 @@ def test_resume_is_exact_with_a_plain_shuffling_dataloader(tiny_data, tmp_path):
     assert_same_run(run(loaders(), tiny_config(tmp_path / "b")), reference)
 
 
-def test_a_finished_run_is_not_trained_again(uninterrupted, tiny_data, tmp_path):
+def test_a_finished_run_is_not_trained_again(tiny_data, tmp_path):
     config = tiny_config(tmp_path, epochs=1)
     _, first = run(tiny_data, config)
     calls = []
@@ -174,18 +168,20 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tiny_data,
 
 def test_checkpoints_are_replaced_atomically(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
-    save_atomically({"epoch": torch.tensor(1)}, path)
+    save_checkpoint(path, {"epoch": torch.tensor(1)}, {"epoch": 1})
 
     def crash(obj, f):
-        f.write(b"half a checkpoint")
+        with open(f, "wb") as file:
+            file.write(b"half a checkpoint")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", crash)
     with pytest.raises(OSError):
-        save_atomically({"epoch": torch.tensor(2)}, path)
+        save_checkpoint(path, {"epoch": torch.tensor(2)}, {"epoch": 2})
     monkeypatch.undo()
     assert torch.load(path, weights_only=True)["epoch"] == 1
-    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+    assert json.loads((tmp_path / "history.json").read_text()) == {"epoch": 1}  # not written either
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["history.json", "last.pt"]
 
 
 # --- the optimizer and the schedule ------------------------------------------------------------------
@@ -219,10 +215,33 @@ def test_the_learning_rate_warms_up_then_anneals(schedule):
     assert optimizer.param_groups[0]["nesterov"]
 
 
-def test_amp_and_channels_last_run_on_the_cpu(tiny_data, tmp_path):
-    _, history = run(tiny_data.subset(32, 16), tiny_config(None, epochs=1, amp=True, channels_last=True,
-                                                           schedule="constant"))
-    assert math.isfinite(history.last["train_loss"])
+def test_amp_and_channels_last_reach_the_model_in_training_and_evaluation(tiny_data):
+    data = tiny_data.subset(32, 16)
+    model, seen = new_model(), []
+    first = model.features[0]
+    first.register_forward_hook(lambda module, inputs, output: seen.append(
+        (module.training, output.dtype, inputs[0].is_contiguous(memory_format=torch.channels_last))))
+    history = fit(model, data, tiny_config(None, epochs=1, amp=True, channels_last=True, schedule="constant"))
+    assert {training for training, _, _ in seen} == {True, False}  # two training batches, one test batch
+    assert all(dtype == torch.bfloat16 and channels_last for _, dtype, channels_last in seen)
+    assert first.weight.is_contiguous(memory_format=torch.channels_last) and first.weight.dtype == torch.float32
+    _, plain = run(data, tiny_config(None, epochs=1, schedule="constant"))
+    assert history.last["train_loss"] != plain.last["train_loss"]  # bf16 rounding: autocast did something
+
+
+def test_compile_compiles_the_training_and_the_evaluation_model(tiny_data, monkeypatch):
+    compile_, compiled = torch.compile, []
+
+    def compile_eagerly(module):
+        compiled.append(module)
+        return compile_(module, backend="eager")  # dynamo's graph capture, without inductor's minutes of codegen
+
+    data = tiny_data.subset(32, 16)
+    monkeypatch.setattr(torch, "compile", compile_eagerly)
+    model, history = run(data, tiny_config(None, epochs=1, compile=True, schedule="constant"))
+    monkeypatch.undo()
+    assert compiled == [model, model]  # one process: no DDP wrapper between them
+    assert_same_run((model, history), run(data, tiny_config(None, epochs=1, schedule="constant")))
 
 
 def test_history_plots_loss_and_accuracy(uninterrupted):
@@ -248,3 +267,22 @@ def test_resnet20_learns_the_embedded_digits_well_above_chance():
     config = TrainConfig(epochs=3, batch_size=32, lr=0.05, progress=False, verbose=False)
     history = fit(model, data, config)
     assert history.last["test_acc"] > 0.7
+
+
+def test_the_short_loop_reports_each_term_and_stops_on_a_non_finite_loss():
+    torch.manual_seed(0)
+    model, inputs, targets = nn.Linear(2, 3), torch.randn(8, 2), torch.arange(8) % 3
+
+    def loss(model, x, y):
+        value = F.cross_entropy(model(x), y)
+        return value, {"ce": value, "twice": 2 * value}
+
+    history = train_briefly(model, lambda: [(inputs[:4], targets[:4]), (inputs[4:], targets[4:])], loss, epochs=2,
+                            steps_per_epoch=2, lr=0.1, weight_decay=0.0, device="cpu",
+                            test_metrics=lambda: {"test": 1.0}, evaluate_every=2)
+    assert [sorted(row) for row in history] == [["ce", "epoch", "twice"], ["ce", "epoch", "test", "twice"]]
+    assert history[1]["twice"] == pytest.approx(2 * history[1]["ce"])
+    inputs[5, 1] = math.nan
+    with pytest.raises(FloatingPointError, match="the loss is nan at epoch 1"):
+        train_briefly(model, lambda: [(inputs[4:], targets[4:])], loss, epochs=1, steps_per_epoch=4, lr=0.1,
+                      weight_decay=0.0, device="cpu")

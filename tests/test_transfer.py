@@ -123,7 +123,10 @@ def test_a_short_transfer_run_compares_the_three_recipes():
     assert list(rows) == ["linear_probe", "fine_tune", "from_scratch"]
     assert rows["linear_probe"]["trainable_params"] == 64 * 5 + 5  # the new classifier only
     assert rows["fine_tune"]["trainable_params"] == rows["from_scratch"]["trainable_params"] == result.total
-    assert all(row["epochs"] == 1 and 0 <= row["final_test_acc"] <= 1 for row in rows.values())
+    assert all(row["epochs"] == 1 for row in rows.values())
+    last_lr = {recipe: history.last["lr"] for recipe, history in result.histories.items()}  # same schedule, scaled
+    assert last_lr["fine_tune"] == pytest.approx(0.1 * last_lr["linear_probe"]) and last_lr["from_scratch"] == \
+        pytest.approx(last_lr["linear_probe"])
     assert "| linear_probe | 325 of" in result.table()
     assert len(result.plot().axes[0].lines) == 3
 
@@ -239,7 +242,7 @@ def test_train_steps_runs_exactly_the_budget_and_reports_test_accuracy():
     model.register_forward_hook(lambda m, i, o: steps_taken.append(m.training) if m.training else None)
     curve = train_steps(model, inputs, labels, steps=20, batch_size=16, lr=0.1, test=(inputs, labels))
     assert len(steps_taken) == 20  # one training forward per step, evaluations in eval mode
-    assert list(curve) == [15, 20] and all(0 <= a <= 1 for a in curve.values())
+    assert list(curve) == [15, 20] and curve[20] > 0.5  # chance: 1/3
 
 
 def test_train_steps_gives_the_new_classifier_its_own_rate():

@@ -13,6 +13,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from minibones.backbone import mode
+from minibones.train import train_briefly
+
 
 def batches(data, batch_size: int, generator: torch.Generator | None = None):
     """(images (B, 3, H, W), targets) batches from a dataset with ``images`` and ``targets``
@@ -43,10 +46,10 @@ def mean_average_precision(predictions: list[dict[str, Tensor]], targets: list[d
 def detect(model: nn.Module, data, *, batch_size: int = 64, device=None) -> list[dict[str, Tensor]]:
     """The model's detections (on the CPU) for every image of ``data``, in order."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    model.eval()
     detections = []
-    for images, _ in batches(data, batch_size):
-        detections += [{k: v.cpu() for k, v in d.items()} for d in model(images.to(device))]
+    with mode(model, False):
+        for images, _ in batches(data, batch_size):
+            detections += [{k: v.cpu() for k, v in d.items()} for d in model(images.to(device))]
     return detections
 
 
@@ -68,38 +71,24 @@ def train_detector(
     seed: int = 0,
     evaluate_every: int = 1,
 ) -> list[dict]:
-    """A short run (AdamW, one-cycle schedule) on the sum of the model's loss terms.
+    """A short run (:func:`minibones.train.train_briefly`: AdamW, one-cycle schedule) on the
+    sum of the model's loss terms, shuffled from ``seed``.
 
-    Returns one record per epoch: the mean of each loss term and of their sum over the
-    epoch and, every ``evaluate_every`` epochs and after the last one, the test ``map`` and
-    ``map_50`` (%). Stops with an error if the loss stops being finite.
+    Returns one record per epoch: the mean of each loss term and of their sum (``loss``) over
+    the epoch and, every ``evaluate_every`` epochs and after the last one, the test ``map``
+    and ``map_50`` (%). Stops with an error if the loss stops being finite.
     """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model.to(device)
     generator = torch.Generator().manual_seed(seed)
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
-    steps = epochs * -(-len(train.images) // batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.2)
-    history = []
-    for epoch in range(epochs):
-        model.train()
-        sums, count = {}, 0
-        for images, targets in batches(train, batch_size, generator):
-            targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
-            losses = model(images.to(device), targets)
-            loss = sum(losses.values())
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"the loss is {float(loss)} at epoch {epoch + 1}: lower the learning rate")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            for name, value in [*losses.items(), ("loss", loss)]:
-                sums[name] = sums.get(name, 0.0) + float(value.detach()) * len(images)
-            count += len(images)
-        record = {"epoch": epoch + 1, **{name: total / count for name, total in sums.items()}}
-        if test is not None and ((epoch + 1) % evaluate_every == 0 or epoch + 1 == epochs):
-            record.update(evaluate_detector(model, test, device=device))
-        history.append(record)
-    return history
+
+    def loss(model: nn.Module, images: Tensor, targets: list[dict]) -> tuple[Tensor, dict[str, Tensor]]:
+        terms = model(images, targets)
+        total = sum(terms.values())
+        return total, {**terms, "loss": total}
+
+    def test_metrics() -> dict[str, float]:
+        return evaluate_detector(model, test)
+
+    return train_briefly(model, lambda: batches(train, batch_size, generator), loss, epochs=epochs,
+                         steps_per_epoch=-(-len(train.images) // batch_size), lr=lr, weight_decay=weight_decay,
+                         device=device, test_metrics=test_metrics if test is not None else None,
+                         evaluate_every=evaluate_every)
