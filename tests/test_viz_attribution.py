@@ -81,6 +81,24 @@ def test_guided_backprop_and_guided_gradcam_equal_captums_on_a_relu_network(resn
     assert not [m for m in resnet20.modules() if m._backward_hooks]  # every hook removed
 
 
+def test_gradcam_equals_captums_layer_gradcam_and_its_copy_survives_an_in_place_relu(resnet20):
+    from captum.attr import LayerAttribution, LayerGradCam
+
+    x, _ = viz.as_input(resnet20, "cat")
+    ours = viz.attribute(resnet20, x, "gradcam", target=3, layer="conv3_x").map
+    layer = resnet20.get_submodule("stages.conv3_x")
+    theirs = LayerGradCam(resnet20, layer).attribute(x.clone().requires_grad_(True), target=3, relu_attributions=True)
+    assert torch.equal(ours, LayerAttribution.interpolate(theirs, (32, 32), interpolate_mode="bilinear")[0, 0])
+    # a network that rectifies the layer's output in place: the map reads the output before it
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, 8)
+    cam, depends = viz.grad_cam(net, net[0], x, target=1)
+    before_relu = net[0](x).detach()  # (2, 4, 8, 8); d logit_1 / d map = 1/64 on channel 1 where positive
+    expected = torch.relu(((before_relu[:, 1] > 0).float().mean((1, 2)) / 64)[:, None, None] * before_relu[:, 1])
+    assert depends and cam.shape == (2, 8, 8) and torch.allclose(cam, expected)
+
+
 def small_net(activation):
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), activation(), nn.Conv2d(8, 8, 3, padding=1), activation(),

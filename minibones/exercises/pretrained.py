@@ -106,7 +106,7 @@ def check_reference_module(answer: str, model: str = "resnet50", stage: str = "c
     """
     if not isinstance(answer, str):
         raise ValueError(f"give the module's name as a string such as 'layer1', got {type(answer).__name__}")
-    from minibones.compare import match_reference_modules
+    from minibones.parity import match_reference_modules
     from minibones.reference import build_reference, randomize_
 
     torch.manual_seed(0)
@@ -115,8 +115,7 @@ def check_reference_module(answer: str, model: str = "resnet50", stage: str = "c
     reference = randomize_(build_reference(net)).eval()
     minibones.load_reference_weights(net, reference)
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    stages = net.forward_stages(x)
-    truth = match_reference_modules(reference, stages, x)[index][0]
+    truth = match_reference_modules(net, reference, x)[index][0]
     return verdict(answer.strip() == truth,
                    f"look for the torchvision module whose output ends the stage: print the reference "
                    f"(minibones.reference.build_reference(minibones.create_model({model!r}))) or read the family's "

@@ -5,7 +5,8 @@ methods x backbones on the same photograph, in the shared display of
 :mod:`minibones.viz.display` (signed maps: red for the class, blue against; non-negative
 maps: a sequential scale from zero).
 
-The methods (all but the attention ones through captum):
+The methods (through captum, except guided backprop, Grad-CAM in :mod:`~minibones.viz.gradcam`
+and the attention maps in :mod:`~minibones.viz.attention`):
 
 ==========================  ==========================================================
 ``saliency``                |d score / d pixel|, max over colours (Simonyan et al. 2014)
@@ -39,8 +40,8 @@ result has ``map=None`` and a ``note``) instead of drawing a misleading picture:
   GoogLeNet, Inception-v3 and Xception, depending on the weights and the image; for the first
   two, its max-pool rule is the cause). The convergence delta is always reported; the map is refused
   when the delta exceeds 10% of the output difference.
-* ``LayerGradCam`` assumes (N, C, H, W) activations. ViT's tokens are (N, 1 + HW, D): the
-  patch tokens are reshaped to a grid (class token dropped) before weighting, and the last
+* Grad-CAM weights the channels of a (N, C, H, W) map. ViT's tokens are (N, 1 + HW, D): the
+  patch tokens are laid on their grid (class token dropped) before weighting, and the last
   block is avoided (its patch tokens never reach the class token, so their gradient is zero).
 """
 
@@ -54,10 +55,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from minibones.viz.activations import capture, resolve_layer
+from minibones.viz.attention import attention_maps, attention_rollout, is_vit, patch_map
 from minibones.viz.display import (
     add_colorbar, as_input, as_model_dict, model_label, new_figure, show_image, show_note, show_overlay,
 )
+from minibones.viz.gradcam import grad_cam, gradcam_layer, token_grid
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -149,11 +151,6 @@ def non_relu_activations(model: nn.Module) -> list[str]:
 def unguided_activations(model: nn.Module) -> list[str]:
     """Names of the activation types guided backprop has no rule for (anything but ReLU and ReLU6)."""
     return [name for name in non_relu_activations(model) if name != "ReLU6"]
-
-
-def is_vit(model: nn.Module) -> bool:
-    """A token model with an explicit attention path (``minibones.models.vit``)."""
-    return hasattr(model, "forward_attention") and hasattr(model, "patch_grid")
 
 
 def predicted_class(model: nn.Module, x: Tensor) -> int:
@@ -347,18 +344,10 @@ def _deeplift(model, x, target, result, **_):
 
 
 def _gradcam(model, x, target, result, layer, **_):
-    path, layer_note = _gradcam_layer(model, layer)
+    path, layer_note = gradcam_layer(model, layer)
     result.layer = _stage_name(model, path)
-    if is_vit(model):
-        cam = _token_gradcam(model, x, target, path)
-    else:
-        from captum.attr import LayerAttribution, LayerGradCam
-
-        cam = LayerGradCam(model, model.get_submodule(path)).attribute(x, target=target, relu_attributions=True)
-        if cam.ndim != 4:
-            raise ValueError(f"Grad-CAM needs a (B, C, H, W) map at {path!r}, got {tuple(cam.shape)}")
-        cam = LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear")
-    result.map = cam[0, 0].detach()
+    cam, _ = grad_cam(model, model.get_submodule(path), x, target, token_grid(model, x))
+    result.map = cam[0].detach()
     result.note = layer_note
     return result
 
@@ -376,78 +365,26 @@ def _guided_gradcam(model, x, target, result, layer, **_):
 
 
 def _attention(model, x, target, result, **_):
-    if not is_vit(model):
-        result.note = f"{result.model} has no attention layers: attention maps exist only for ViT."
-        return result
-    _, attentions = attention_maps(model, x)
-    last = attentions[-1][0].mean(0)  # (1 + N, 1 + N), averaged over heads
-    result.map = _patch_map(model, x, last[0])
-    result.note = "not class-specific: where the class token looks in the last block, averaged over heads"
-    return result
+    return _class_token_map(model, x, result, rollout=False)
 
 
 def _attention_rollout(model, x, target, result, **_):
+    return _class_token_map(model, x, result, rollout=True)
+
+
+def _class_token_map(model, x, result, rollout: bool):
+    """Where the class token looks: in the last block, averaged over heads, or through every
+    block (attention rollout). Neither map is about the class asked for."""
     if not is_vit(model):
-        result.note = f"{result.model} has no attention layers: attention rollout exists only for ViT."
+        what = "attention rollout exists" if rollout else "attention maps exist"
+        result.note = f"{result.model} has no attention layers: {what} only for ViT."
         return result
     _, attentions = attention_maps(model, x)
-    rollout = attention_rollout(attentions)[0]  # (1 + N, 1 + N)
-    result.map = _patch_map(model, x, rollout[0])
-    result.note = "not class-specific: attention rollout (Abnar & Zuidema 2020) from the class token"
+    weights = attention_rollout(attentions)[0] if rollout else attentions[-1][0].mean(0)  # (1 + N, 1 + N)
+    result.map = patch_map(model, x, weights[0])
+    result.note = ("not class-specific: attention rollout (Abnar & Zuidema 2020) from the class token" if rollout
+                   else "not class-specific: where the class token looks in the last block, averaged over heads")
     return result
-
-
-# --- ViT: attention maps and rollout --------------------------------------------------------
-
-
-def attention_maps(model: nn.Module, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-    """The logits and every block's attention weights (B, heads, 1 + N, 1 + N), from ViT's
-    explicit attention path (``forward_attention``); token 0 is the class token."""
-    if not is_vit(model):
-        raise ValueError(f"{model_label(model)} has no attention: attention maps need a ViT (minibones.models.vit)")
-    model.eval()
-    with torch.no_grad():
-        return model.forward_attention(x)
-
-
-def attention_rollout(attentions: Sequence[Tensor], head_fusion: str = "mean", residual: bool = True) -> Tensor:
-    """Abnar & Zuidema 2020, "Quantifying Attention Flow in Transformers", section 3.
-
-    Attention weights alone ignore the residual connections, through which most of a
-    token's information flows. Rollout models them: per block, ``A' = 0.5 A + 0.5 I``
-    (heads fused by their mean, or ``"max"``/``"min"``), rows renormalised, and the blocks
-    multiplied from the first to the last: ``R = A'_L ... A'_1``. Row 0 of ``R`` says how
-    much each input token flows into the class token. Returns (B, 1 + N, 1 + N).
-    """
-    rollout = None
-    for weights in attentions:
-        fused = {"mean": weights.mean(1), "max": weights.amax(1), "min": weights.amin(1)}.get(head_fusion)
-        if fused is None:
-            raise ValueError(f"head_fusion must be 'mean', 'max' or 'min', got {head_fusion!r}")
-        if residual:
-            eye = torch.eye(fused.shape[-1], dtype=fused.dtype, device=fused.device)
-            fused = 0.5 * fused + 0.5 * eye
-        fused = fused / fused.sum(-1, keepdim=True)
-        rollout = fused if rollout is None else fused @ rollout
-    if rollout is None:
-        raise ValueError("no attention weights given")
-    return rollout
-
-
-def plot_attention(model: nn.Module, photo="cat", size: int | None = None, heads: int = 4) -> "Figure":
-    """ViT: the class token's attention to the patches in the last block, head by head (first
-    ``heads`` heads), their mean, and the attention rollout through all blocks."""
-    x, image = as_input(model, photo, size)
-    _, attentions = attention_maps(model, x)
-    last = attentions[-1][0]  # (heads, 1 + N, 1 + N)
-    panels = [(f"head {h}", last[h, 0]) for h in range(min(heads, last.shape[0]))]
-    panels += [("mean over heads", last.mean(0)[0]), ("rollout, all blocks", attention_rollout(attentions)[0, 0])]
-    fig, axes = new_figure(1, len(panels) + 1, cell=2.0)
-    show_image(axes[0, 0], image, f"{model_label(model)}\nlast block, class token")
-    for ax, (title, row) in zip(axes[0, 1:], panels):
-        show_overlay(ax, image, _patch_map(model, x, row), title, signed=False)
-    add_colorbar(fig, axes, "attention / its 99th percentile", signed=False)
-    return fig
 
 
 # --- the grid: methods x backbones ----------------------------------------------------------
@@ -527,50 +464,11 @@ def mass_inside(values: Tensor, region: Tensor) -> float:
     return float(positive[region].sum()) / total if total > 0 else float("nan")
 
 
-def _gradcam_layer(model: nn.Module, layer: str | int | None) -> tuple[str, str | None]:
-    """The module Grad-CAM reads. For ViT, not the last block: its patch tokens feed nothing
-    the classifier reads (only the class token does), so their gradient is exactly zero."""
-    if layer is None:
-        layer = -1
-    if isinstance(layer, int):  # a stage index: the same depth on every backbone of a grid
-        path = model.feature_info[layer].module
-    else:
-        path = resolve_layer(model, layer)
-    if is_vit(model):
-        last = f"blocks.{len(model.blocks) - 1}"
-        if path == last:
-            note = "the last block's patch tokens get no gradient: Grad-CAM reads the block before"
-            return f"blocks.{len(model.blocks) - 2}", note
-    return path, None
-
-
 def _stage_name(model: nn.Module, path: str) -> str:
     for info in getattr(model, "feature_info", []):
         if info.module == path:
             return info.name
     return path
-
-
-def _token_gradcam(model: nn.Module, x: Tensor, target: int, path: str) -> Tensor:
-    """Grad-CAM on ViT tokens: drop the class token, reshape the patch tokens (N, D) to a
-    (D, H/P, W/P) grid, weight each channel by its mean gradient, sum, ReLU, upsample bilinearly."""
-    with capture(model, [path], detach=False) as store:
-        logits = model(x)
-    tokens = store[path]  # (1, 1 + N, D)
-    (grads,) = torch.autograd.grad(logits[0, target], tokens)
-    h, w = model.patch_grid(x)
-    prefix = tokens.shape[1] - h * w  # the class token
-    acts = tokens[0, prefix:].transpose(0, 1).reshape(-1, h, w)  # (D, h, w)
-    weights = grads[0, prefix:].mean(0)  # alpha_k of Grad-CAM: gradients averaged over positions
-    cam = F.relu((weights[:, None, None] * acts).sum(0))[None, None]
-    return F.interpolate(cam, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)
-
-
-def _patch_map(model: nn.Module, x: Tensor, row: Tensor) -> Tensor:
-    """A row over (1 + N) tokens -> the (H, W) map of its patch entries, upsampled bilinearly."""
-    h, w = model.patch_grid(x)
-    grid = row[-h * w :].reshape(1, 1, h, w).float()
-    return F.interpolate(grid, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)[0, 0]
 
 
 def _relative_delta(model: nn.Module, x: Tensor, baseline: Tensor, target: int, delta: Tensor) -> float:
