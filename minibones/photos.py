@@ -86,9 +86,13 @@ def load_photo(
     top, left = (new_size[0] - size) // 2, (new_size[1] - size) // 2
     image = image[:, :, top : top + size, left : left + size].clamp(0, 1)
     display = (image[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
-    tensor = (image - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     source = PHOTOS.get(name) or MORE_PHOTOS[name]
-    return Photo(name, display, tensor.contiguous(), source)
+    return Photo(name, display, _normalise(image, mean, std).contiguous(), source)
+
+
+def _normalise(pixels: Tensor, mean: tuple[float, float, float], std: tuple[float, float, float]) -> Tensor:
+    """(1, 3, H, W) pixels in [0, 1] -> the model's input: minus the mean colour, over the std."""
+    return (pixels - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
 
 def side_by_side(
@@ -122,10 +126,9 @@ def dataset_inputs(
         raise ValueError(f"count must be a positive whole number, got {count!r}")
     total = len(data.test)
     indices = np.linspace(0, total - 1, min(count, total)).round().astype(int)
-    mean_t, std_t = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
     inputs = []
     for index in indices:
         image, _ = data.test[int(index)]  # (3, H, W) uint8
         pixels = torch.as_tensor(image).as_subclass(Tensor).float()[None] / 255  # a plain tensor, not a tv_tensor
-        inputs.append(((pixels - mean_t) / std_t).contiguous())
+        inputs.append(_normalise(pixels, mean, std).contiguous())
     return inputs

@@ -12,7 +12,7 @@ import importlib
 import torch
 from torch import Tensor, nn
 
-from minibones.backbone import Backbone
+from minibones.backbone import Backbone, mode
 
 
 def has_reference(model: Backbone) -> bool:
@@ -86,14 +86,13 @@ def calibrate_batch_norm_(module: nn.Module, x: Tensor) -> nn.Module:
     norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
         return module
-    was_training = module.training
     momenta = [norm.momentum for norm in norms]
-    module.eval()
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # cumulative average: after one batch, exactly that batch's statistics
-        norm.train()
-    module(x)
+    with mode(module, False):
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None  # cumulative average: after one batch, exactly that batch's statistics
+            norm.train()
+        module(x)
     for norm, momentum in zip(norms, momenta):
         norm.momentum = momentum
-    return module.train(was_training)
+    return module

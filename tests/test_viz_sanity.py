@@ -70,7 +70,9 @@ def test_deletion_and_insertion_reward_a_faithful_map():
     assert good.deletion[0] == pytest.approx(good.insertion[-1])  # both are p(class | x)
     assert good.deletion[1] == pytest.approx(0.5)  # the corner is 1/16 of the image: gone after one step
     assert good.deletion_auc < bad.deletion_auc and good.insertion_auc > bad.insertion_auc
-    assert 0 <= good.deletion_auc <= 1 and np.all(np.diff(bad.insertion[:-1]) == 0)
+    # the trapezoids: one step from p(class | x) down to 1/2, then 1/2 for the other fifteen sixteenths
+    assert good.deletion_auc == pytest.approx((good.deletion[0] + 0.5) / 2 / 16 + 0.5 * 15 / 16)
+    assert np.all(np.diff(bad.insertion[:-1]) == 0)
     with pytest.raises(ValueError, match="upsample it first"):
         viz.deletion_insertion(model, x, faithful[:8, :8], target=0)
 
@@ -80,7 +82,9 @@ def test_model_randomization_runs_every_method_on_one_copy_and_keeps_the_target(
     run = viz.sanity.model_randomization(resnet20, x, ("gradcam", "guided_backprop"), target=3, layers=["head", "stem"])
     assert run.target == 3 and run.layers == ["head", "stem"]
     assert set(run.original) == {"gradcam", "guided_backprop"} and all(len(m) == 2 for m in run.maps.values())
-    assert all(len(rho) == 2 and np.all(np.abs(rho) <= 1) for rho in run.spearman_abs.values())
+    assert all(len(rho) == 2 for rho in run.spearman_abs.values())
+    # Adebayo et al.: a new classifier changes Grad-CAM (its channel weights come from it), not guided backprop
+    assert run.spearman_abs["gradcam"][0] < 0.9 < run.spearman_abs["guided_backprop"][0]
     same = viz.model_randomization_test(resnet20, x, "gradcam", target=3, layers=["head", "stem"])[1]
     assert [step.spearman_abs for step in same] == pytest.approx(list(run.spearman_abs["gradcam"]))
     fig = viz.plot_model_randomization(run, image, model=resnet20)

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from minibones.backbone import mode
 from minibones.viz.display import (
     FEATURE_CMAP, add_colorbar, as_input, as_model_dict, grid_shape, model_label, new_figure, show_image,
     show_overlay,
@@ -443,13 +444,6 @@ def _recorder(store: dict, name: str, detach: bool):
     return hook
 
 
-__all__ = [
-    "Patch", "UnitBank", "capture", "compare_stages", "crop_field", "feature_grid", "first_conv",
-    "first_layer_filters", "first_layer_statistics", "layer_outputs", "plot_top_patches", "resolve_layer",
-    "stage_or_layer_output", "stage_statistics", "strongest_channels", "strongest_units",
-]
-
-
 def input_shapes(model: nn.Module, names: Sequence[str], x: Tensor) -> dict[str, tuple[int, ...]]:
     """The shape of the input each named module receives during one forward pass of ``x``
     (pre-hooks, always removed); on the meta device it costs nothing. Why: a block's cost
@@ -463,12 +457,17 @@ def input_shapes(model: nn.Module, names: Sequence[str], x: Tensor) -> dict[str,
         return hook
 
     hooks = [model.get_submodule(name).register_forward_pre_hook(record(name)) for name in names]
-    was_training = model.training
     try:
-        with torch.no_grad():
-            model.eval()(x)
+        with mode(model, False), torch.no_grad():
+            model(x)
     finally:
-        model.train(was_training)
         for hook in hooks:
             hook.remove()
     return shapes
+
+
+__all__ = [
+    "Patch", "UnitBank", "capture", "compare_stages", "crop_field", "feature_grid", "first_conv",
+    "first_layer_filters", "first_layer_statistics", "input_shapes", "layer_outputs", "plot_top_patches",
+    "resolve_layer", "stage_or_layer_output", "stage_statistics", "strongest_channels", "strongest_units",
+]
