@@ -9,6 +9,7 @@ their own ``forward_stages`` top to bottom, so the data flow stays on one screen
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -110,13 +111,8 @@ class Backbone(nn.Module):
 
         This is the first step of transfer learning: keep the backbone, learn a new head.
         """
-        if num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
         like = next(self.parameters())
-        if num_classes:
-            self.head.fc = nn.Linear(self.num_features, num_classes, device=like.device, dtype=like.dtype)
-        else:
-            self.head.fc = nn.Identity()
+        self.head.fc = classifier(self.num_features, num_classes, device=like.device, dtype=like.dtype)
 
     def name_map_for(self, layout: str = "reference") -> list[tuple[str, str | None]]:
         """The table from a checkpoint's tensor names to ours. ``"reference"``: the reference
@@ -129,6 +125,28 @@ class Backbone(nn.Module):
 
     def stage_names(self) -> list[str]:
         return [info.name for info in self.feature_info]
+
+
+def classifier(in_features: int, num_classes: int, **factory) -> nn.Module:
+    """The last layer of a head: a linear map to ``num_classes`` logits, or, for 0, no classifier
+    at all (the identity, so that ``forward`` returns the pooled features). ``factory``
+    (``device``, ``dtype``) goes to ``nn.Linear``."""
+    if num_classes < 0:
+        raise ValueError(f"num_classes must be >= 0 (0: no classifier), got {num_classes}")
+    return nn.Linear(in_features, num_classes, **factory) if num_classes else nn.Identity()
+
+
+def pooled_classifier(num_features: int, num_classes: int, dropout: float = 0.0) -> nn.Sequential:
+    """The head most CNNs end with: global average pooling (one vector per image, whatever the
+    input size), flatten, dropout, then the :func:`classifier`."""
+    return nn.Sequential(
+        OrderedDict(
+            pool=nn.AdaptiveAvgPool2d(1),
+            flatten=nn.Flatten(1),
+            drop=nn.Dropout(dropout),
+            fc=classifier(num_features, num_classes),
+        )
+    )
 
 
 @contextmanager

@@ -8,7 +8,8 @@ import torch
 
 import minibones
 from minibones import count_parameters, load_reference_weights
-from minibones.models.inception import GoogLeNetOutputs, InceptionModule, InceptionOutputs
+from minibones.models.inception import GoogLeNetOutputs, InceptionModule
+from minibones.models.inception_v3 import InceptionOutputs
 from minibones.reference import relative_error
 from parity import TOLERANCE, assert_activations_used_once, ported_pair
 

@@ -40,13 +40,6 @@ def test_residual_stages_are_at_strides_4_8_16_32():
     assert [s.stride for s in minibones.create_model("resnet34").feature_info[1:]] == [4, 8, 16, 32]
 
 
-def test_forward_features_is_the_last_stage():
-    model = minibones.create_model("resnet18").eval()
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        assert torch.equal(model.forward_features(x), model.forward_stages(x)[-1])
-
-
 @pytest.mark.parametrize("name, n, params", [("resnet20", 3, 0.27e6), ("resnet32", 5, 0.46e6), ("resnet56", 9, 0.85e6)])
 def test_cifar_resnets_match_the_papers_table_6(name, n, params):
     model = minibones.create_model(name)

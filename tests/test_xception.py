@@ -47,13 +47,6 @@ def test_feature_strides_are_2_4_8_16_32(ported):
                                                       (728, 19, 19), (2048, 10, 10)]
 
 
-def test_forward_features_is_the_last_stage(ported):
-    model, _ = ported
-    x = torch.randn(1, 3, 64, 80)
-    with torch.no_grad():
-        assert torch.equal(model.forward_features(x), model.forward_stages(x)[-1])
-
-
 def test_the_flows_follow_figure_5():
     with torch.device("meta"):  # structure only: no memory, no time
         model = minibones.create_model("xception")

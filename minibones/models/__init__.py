@@ -5,6 +5,7 @@ from minibones.models import vit  # noqa: F401
 from minibones.models import convnext  # noqa: F401
 from minibones.models import vgg  # noqa: F401
 from minibones.models import inception  # noqa: F401
+from minibones.models import inception_v3  # noqa: F401
 from minibones.models import xception  # noqa: F401
 from minibones.models import efficientnet  # noqa: F401
 from minibones.models import mobilenet  # noqa: F401

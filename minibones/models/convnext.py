@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from minibones.backbone import Backbone, ModelConfig, StageInfo
+from minibones.backbone import Backbone, ModelConfig, StageInfo, classifier
 from minibones.layers import DropPath
 from minibones.registry import register_model
 
@@ -189,11 +189,9 @@ class ConvNeXt(Backbone):
                 pool=nn.AdaptiveAvgPool2d(1),
                 norm=LayerNorm2d(widths[-1], eps=LN_EPS),
                 flatten=nn.Flatten(1),
-                fc=nn.Linear(widths[-1], num_classes),
+                fc=classifier(widths[-1], num_classes),
             )
         )
-        if num_classes == 0:
-            self.head.fc = nn.Identity()
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -212,10 +210,6 @@ class ConvNeXt(Backbone):
             x = stage(x)
             features.append(x)
         return features
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        self.check_input(x)
-        return self.stages(self.stem(x))  # (B, C4, H/32, W/32)
 
 
 # --- the variants: section 3, "C = (...), B = (...)" ---------------------------------------

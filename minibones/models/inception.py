@@ -1,27 +1,20 @@
-"""Inception: GoogLeNet (Szegedy et al., CVPR 2015) and Inception-v3 (Szegedy et al., CVPR 2016).
+"""Inception: GoogLeNet (Szegedy et al., CVPR 2015), and what Inception-v3 shares with it.
 
 Which filter size should a layer use, 1x1, 3x3 or 5x5? The Inception module's answer
 is "all of them, side by side": parallel branches see the same input at several
 scales, and their outputs are concatenated along the channels. 1x1 convolutions
 in front of the expensive branches reduce the width first, so that the module
-stays cheap (GoogLeNet, section 4 and figure 2b). Inception-v3 makes the big
-filters cheaper again by *factorizing* them: a 5x5 into two 3x3s, a 7x7 into a
-1x7 followed by a 7x1 (Rethinking the Inception Architecture, sections 3 and 3.2),
-and shrinks the grid with a *grid reduction* block that pools and convolves in
-parallel instead of one after the other (section 5, figure 10).
+stays cheap (GoogLeNet, section 4 and figure 2b). Inception-v3, the same idea with
+factorized filters, is in :mod:`minibones.models.inception_v3`.
 
-Read this file next to the papers:
-  * ``conv_bn``                - conv, batch norm, ReLU: every conv of both networks;
-  * ``InceptionModule``        - GoogLeNet, figure 2(b), widths from table 1;
-  * ``GoogLeNet``              - table 1 row by row, with the two auxiliary classifiers of section 5;
-  * ``FactorizedInception``    - Inception-v3, figure 5 (the 35x35 grid);
-  * ``GridReduction17``        - figure 10 (35x35 -> 17x17);
-  * ``Factorized7x7Inception`` - figure 6 with n = 7 (the 17x17 grid);
-  * ``GridReduction8``         - the second grid reduction (17x17 -> 8x8);
-  * ``ExpandedInception``      - figure 7 (the 8x8 grid): the filter bank is widened with 1x3 and 3x1 convs;
-  * ``InceptionV3``            - table 1 of the v3 paper, as released by Google.
+Read this file next to the paper:
+  * ``conv_bn``          - conv, batch norm, ReLU: every conv of both networks;
+  * ``InceptionModule``  - figure 2(b), widths from table 1;
+  * ``InceptionNet``     - what both networks do around their modules: auxiliary classifiers,
+                           ``transform_input``, the pooled head and the initialisation;
+  * ``GoogLeNet``        - table 1 row by row, with the two auxiliary classifiers of section 5.
 
-Both follow torchvision, whose checkpoints were converted from Google's originals;
+Both networks follow torchvision, whose checkpoints were converted from Google's originals;
 where the released networks differ from the papers, a comment says so.
 Grid sizes in comments are those of the default input (224x224 for GoogLeNet,
 299x299 for Inception-v3).
@@ -47,17 +40,21 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from minibones.backbone import IMAGENET_MEAN, IMAGENET_STD, Backbone, ModelConfig, StageInfo
+from minibones.backbone import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Backbone,
+    ModelConfig,
+    StageInfo,
+    classifier,
+    pooled_classifier,
+)
 from minibones.layers import ConvNormAct
 from minibones.registry import register_model
 
 GOOGLENET_PAPER = (
     "Szegedy, Liu, Jia, Sermanet, Reed, Anguelov, Erhan, Vanhoucke, Rabinovich. "
     "Going Deeper with Convolutions. CVPR 2015. arXiv:1409.4842"
-)
-INCEPTION_V3_PAPER = (
-    "Szegedy, Vanhoucke, Ioffe, Shlens, Wojna. Rethinking the Inception Architecture for Computer Vision. "
-    "CVPR 2016. arXiv:1512.00567"
 )
 
 
@@ -67,13 +64,6 @@ class GoogLeNetOutputs(NamedTuple):
     logits: Tensor
     aux_logits2: Tensor
     aux_logits1: Tensor
-
-
-class InceptionOutputs(NamedTuple):
-    """What Inception-v3 returns in training mode with ``aux_logits=True`` (same fields as torchvision's)."""
-
-    logits: Tensor
-    aux_logits: Tensor
 
 
 def conv_bn(
@@ -116,6 +106,86 @@ class RenormalizeInput(nn.Module):
 
     def extra_repr(self) -> str:
         return f"mean={self.mean}, std={self.std}"
+
+
+
+class InceptionNet(Backbone):
+    """What GoogLeNet and Inception-v3 do around their Inception modules, written once.
+
+    * ``aux_logits``: the auxiliary classifiers (``aux_heads``, the attributes holding them,
+      in the order the forward pass reaches them); ``forward_stages(x, aux_outputs)`` appends
+      their logits to ``aux_outputs``, and ``forward`` returns ``Outputs`` in training mode;
+    * ``transform_input``: :class:`RenormalizeInput` on the way in;
+    * the head: global average pooling, dropout, the classifier;
+    * torchvision's initialisation: a truncated normal of std ``init_std`` (cut at +-2) for
+      every conv and fully connected layer, batch norm as the identity.
+
+    ``reference_name_map`` is the reference's table with its aux heads; ``reference_aux`` matches
+    the aux tensors, which a model built without aux heads drops when porting.
+    """
+
+    Outputs: type[NamedTuple]
+    aux_heads: tuple[str, ...]
+    reference_name_map: list[tuple[str, str | None]]
+    reference_aux: str
+    init_std: float
+
+    def __init__(self, config: ModelConfig, aux_logits: bool, transform_input: bool):
+        super().__init__()
+        self.config = config
+        self.aux_logits = aux_logits
+        self.transform_input = transform_input
+        drop_aux = [] if aux_logits else [(self.reference_aux, None)]
+        self.name_map = drop_aux + self.reference_name_map
+        self.renormalize = RenormalizeInput()
+
+    @classmethod
+    def build(cls, name: str, paper: str, image_size: int, aux_logits: bool, transform_input: bool,
+              init_weights: bool, **kwargs) -> InceptionNet:
+        """The variant ``name`` of torchvision, with its switches. The reference is built with the same
+        ones; passing ``init_weights`` explicitly also silences torchvision's FutureWarning about its default."""
+        switches = dict(aux_logits=aux_logits, transform_input=transform_input, init_weights=init_weights)
+        config = ModelConfig(name=name, reference=f"torchvision.models.{name}", paper=paper,
+                             input_size=(3, image_size, image_size), reference_kwargs=switches)
+        return cls(config, **switches, **kwargs)
+
+    def build_head(self, num_features: int, num_classes: int, dropout: float) -> None:
+        """Global average pooling (the papers' 7x7 or 8x8 average pool, for any input size), dropout, classifier."""
+        self.num_features = num_features
+        self.head = pooled_classifier(num_features, num_classes, dropout)
+
+    def init_weights(self) -> None:
+        """Truncated normal (std ``init_std``) for convs and fully connected layers, BN as the identity."""
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.trunc_normal_(module.weight, mean=0.0, std=self.init_std, a=-2, b=2)
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def enter(self, x: Tensor, aux_outputs: list[Tensor] | None) -> Tensor:
+        """The start of ``forward_stages``: check the input (and that there are aux heads to
+        compute when asked for), and renormalise it if ``transform_input``."""
+        self.check_input(x)
+        if aux_outputs is not None and not self.aux_logits:
+            raise ValueError(f"{self.config.name} was built without auxiliary classifiers; pass aux_logits=True")
+        return self.renormalize(x) if self.transform_input else x
+
+    def forward(self, x: Tensor) -> Tensor | tuple[Tensor, ...]:
+        if self.training and self.aux_logits:
+            aux: list[Tensor] = []
+            logits = self.forward_head(self.forward_stages(x, aux)[-1])
+            return self.Outputs(logits, *reversed(aux))  # torchvision's order: the deepest aux head first
+        return self.forward_head(self.forward_features(x))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new head, and new auxiliary classifiers too when the model has them."""
+        super().reset_classifier(num_classes)
+        like = next(self.parameters())
+        for name in self.aux_heads:
+            aux = getattr(self, name)
+            if aux is not None:
+                aux.fc = classifier(aux.num_features, num_classes, device=like.device, dtype=like.dtype)
 
 
 # --- GoogLeNet (Szegedy et al. 2015) -------------------------------------------------------
@@ -173,6 +243,8 @@ class GoogLeNetAux(nn.Sequential):
     Average pool to 4x4 (the paper: 5x5 pool, stride 3, on the 14x14 grid), 1x1 conv
     to 128, a 1024-wide fully connected layer with ReLU, 70% dropout, the classifier."""
 
+    num_features = 1024  # the width the classifier reads
+
     def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.7):
         super().__init__(
             OrderedDict(
@@ -182,12 +254,12 @@ class GoogLeNetAux(nn.Sequential):
                 fc1=nn.Linear(128 * 4 * 4, 1024),
                 relu=nn.ReLU(),
                 drop=nn.Dropout(dropout),
-                fc=nn.Linear(1024, num_classes) if num_classes else nn.Identity(),
+                fc=classifier(1024, num_classes),
             )
         )
 
 
-class GoogLeNet(Backbone):
+class GoogLeNet(InceptionNet):
     """Table 1, row by row: a conventional stem (conv1, conv2) shrinks the image 8x, then
     nine Inception modules in three groups (3a-b, 4a-e, 5a-b), separated by max pools.
 
@@ -211,7 +283,7 @@ class GoogLeNet(Backbone):
 
     min_input_size = 15  # smaller inputs leave pool3 a map smaller than its 3x3 window
 
-    _name_map = [
+    reference_name_map = [
         (r"^conv2\.", "conv2.reduce."),  # the paper's conv2 row: 1x1 reduce, then 3x3
         (r"^conv3\.", "conv2.conv."),
         (r"\.branch1\.", ".branch1x1."),
@@ -224,6 +296,11 @@ class GoogLeNet(Backbone):
         (r"^fc\.", "head.fc."),
     ]
 
+    reference_aux = r"^aux[12]\."
+    aux_heads = ("aux1", "aux2")
+    Outputs = GoogLeNetOutputs
+    init_std = 0.01  # torchvision's truncated normal
+
     def __init__(
         self,
         config: ModelConfig,
@@ -234,13 +311,7 @@ class GoogLeNet(Backbone):
         dropout_aux: float = 0.7,
         init_weights: bool = True,
     ):
-        super().__init__()
-        self.config = config
-        self.aux_logits = aux_logits
-        self.transform_input = transform_input
-        # without aux heads, the reference's aux1/aux2 tensors are dropped when porting
-        self.name_map = self._name_map if aux_logits else [(r"^aux[12]\.", None)] + self._name_map
-        self.renormalize = RenormalizeInput()
+        super().__init__(config, aux_logits, transform_input)
 
         self.conv1 = conv_bn(3, 64, 7, stride=2, padding=3)  # (B, 64, 112, 112)
         self.pool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)  # (B, 64, 56, 56)
@@ -269,34 +340,13 @@ class GoogLeNet(Backbone):
             StageInfo("inception4e", 832, 16, "inception4e"),
             StageInfo("inception5b", 1024, 32, "inception5b"),
         ]
-        self.num_features = 1024
-        self.head = nn.Sequential(
-            OrderedDict(
-                pool=nn.AdaptiveAvgPool2d(1),  # the paper's 7x7 average pool, for any input size
-                flatten=nn.Flatten(1),
-                drop=nn.Dropout(dropout),  # 40% in the paper; 20% in torchvision
-                fc=nn.Linear(1024, num_classes) if num_classes else nn.Identity(),
-            )
-        )
+        self.build_head(1024, num_classes, dropout)  # dropout: 40% in the paper; 20% in torchvision
         if init_weights:  # False keeps PyTorch's default init (faster) when weights are loaded next
             self.init_weights()
 
-    def init_weights(self) -> None:
-        """Truncated normal (std 0.01) for convs and fully connected layers, BN as the identity (torchvision)."""
-        for module in self.modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                nn.init.trunc_normal_(module.weight, mean=0.0, std=0.01, a=-2, b=2)
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-
     def forward_stages(self, x: Tensor, aux_outputs: list[Tensor] | None = None) -> list[Tensor]:
         """One map per stage; if ``aux_outputs`` is a list, the logits of aux1 and aux2 are appended to it."""
-        self.check_input(x)
-        if aux_outputs is not None and not self.aux_logits:
-            raise ValueError(f"{self.config.name} was built without auxiliary classifiers; pass aux_logits=True")
-        if self.transform_input:
-            x = self.renormalize(x)
+        x = self.enter(x, aux_outputs)
         x = self.conv1(x)  # (B, 64, H/2, W/2)
         features = [x]
         x = self.conv2(self.pool1(x))  # (B, 192, H/4, W/4)
@@ -315,368 +365,9 @@ class GoogLeNet(Backbone):
         features.append(x)
         return features
 
-    def forward(self, x: Tensor) -> Tensor | GoogLeNetOutputs:
-        if self.training and self.aux_logits:
-            aux: list[Tensor] = []
-            logits = self.forward_head(self.forward_stages(x, aux)[-1])
-            return GoogLeNetOutputs(logits, aux[1], aux[0])
-        return self.forward_head(self.forward_features(x))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """A new head, and new auxiliary classifiers too when the model has them."""
-        super().reset_classifier(num_classes)
-        for aux in (self.aux1, self.aux2):
-            if aux is not None:
-                aux.fc = nn.Linear(1024, num_classes).to(self.head.fc.weight) if num_classes else nn.Identity()
-
-
-# --- Inception-v3 (Szegedy et al. 2016) ----------------------------------------------------
-
-
-class FactorizedInception(nn.Module):
-    """Figure 5, on the 35x35 grid: the 5x5 conv factorized into two 3x3s (section 3.1),
-    which see the same window with 18/25 of the cost.
-
-    The released network (torchvision's ``InceptionA``) keeps a real 5x5 branch next to
-    the double-3x3 one; figure 5 has only the latter. Pooling is a 3x3 *average* pool.
-    Output width: 64 + 64 + 96 + ``pool_proj``.
-    """
-
-    def __init__(self, in_channels: int, pool_proj: int):
-        super().__init__()
-        self.branch1x1 = conv_bn(in_channels, 64, 1)
-        self.branch5x5 = branch(reduce=conv_bn(in_channels, 48, 1), conv=conv_bn(48, 64, 5, padding=2))
-        self.branch3x3dbl = branch(
-            reduce=conv_bn(in_channels, 64, 1),
-            conv1=conv_bn(64, 96, 3, padding=1),
-            conv2=conv_bn(96, 96, 3, padding=1),
-        )
-        self.branch_pool = branch(pool=nn.AvgPool2d(3, stride=1, padding=1), proj=conv_bn(in_channels, pool_proj, 1))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.cat([self.branch1x1(x), self.branch5x5(x), self.branch3x3dbl(x), self.branch_pool(x)], 1)
-
-
-class GridReduction17(nn.Module):
-    """Figure 10, 35x35 -> 17x17 (torchvision's ``InceptionB``).
-
-    Pooling first loses information, convolving first costs 4x more (section 5, figure 9).
-    Instead, strided convs and a strided max pool run side by side and are concatenated:
-    the width grows (288 -> 384 + 96 + 288 = 768) while the grid halves.
-    """
-
-    def __init__(self, in_channels: int):
-        super().__init__()
-        self.branch3x3 = conv_bn(in_channels, 384, 3, stride=2)
-        self.branch3x3dbl = branch(
-            reduce=conv_bn(in_channels, 64, 1),
-            conv1=conv_bn(64, 96, 3, padding=1),
-            conv2=conv_bn(96, 96, 3, stride=2),
-        )
-        self.branch_pool = nn.MaxPool2d(3, stride=2)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.cat([self.branch3x3(x), self.branch3x3dbl(x), self.branch_pool(x)], 1)
-
-
-class Factorized7x7Inception(nn.Module):
-    """Figure 6 with n = 7, on the 17x17 grid: each 7x7 conv factorized into a 1x7 and a 7x1
-    (asymmetric factorization, section 3.2): 7 + 7 instead of 49 weights per channel pair.
-
-    ``channels_7x7`` is the width inside the factorized branches (128, 160, 160, 192 in
-    mixed6b-e). Output width: 4 x 192 = 768.
-    """
-
-    def __init__(self, in_channels: int, channels_7x7: int):
-        super().__init__()
-        c7 = channels_7x7
-        self.branch1x1 = conv_bn(in_channels, 192, 1)
-        self.branch7x7 = branch(
-            reduce=conv_bn(in_channels, c7, 1),
-            conv1x7=conv_bn(c7, c7, (1, 7), padding=(0, 3)),
-            conv7x1=conv_bn(c7, 192, (7, 1), padding=(3, 0)),
-        )
-        self.branch7x7dbl = branch(
-            reduce=conv_bn(in_channels, c7, 1),
-            conv7x1a=conv_bn(c7, c7, (7, 1), padding=(3, 0)),
-            conv1x7a=conv_bn(c7, c7, (1, 7), padding=(0, 3)),
-            conv7x1b=conv_bn(c7, c7, (7, 1), padding=(3, 0)),
-            conv1x7b=conv_bn(c7, 192, (1, 7), padding=(0, 3)),
-        )
-        self.branch_pool = branch(pool=nn.AvgPool2d(3, stride=1, padding=1), proj=conv_bn(in_channels, 192, 1))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.cat([self.branch1x1(x), self.branch7x7(x), self.branch7x7dbl(x), self.branch_pool(x)], 1)
-
-
-class GridReduction8(nn.Module):
-    """The second grid reduction, 17x17 -> 8x8 (torchvision's ``InceptionD``): the same idea as
-    figure 10, with a factorized 7x7 before the last strided 3x3. Width 768 -> 320 + 192 + 768 = 1280."""
-
-    def __init__(self, in_channels: int):
-        super().__init__()
-        self.branch3x3 = branch(reduce=conv_bn(in_channels, 192, 1), conv=conv_bn(192, 320, 3, stride=2))
-        self.branch7x7x3 = branch(
-            reduce=conv_bn(in_channels, 192, 1),
-            conv1x7=conv_bn(192, 192, (1, 7), padding=(0, 3)),
-            conv7x1=conv_bn(192, 192, (7, 1), padding=(3, 0)),
-            conv3x3=conv_bn(192, 192, 3, stride=2),
-        )
-        self.branch_pool = nn.MaxPool2d(3, stride=2)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.cat([self.branch3x3(x), self.branch7x7x3(x), self.branch_pool(x)], 1)
-
-
-class SplitConv(nn.Module):
-    """The end of a figure-7 branch: a 1x3 and a 3x1 conv *side by side* on the same input,
-    concatenated, instead of one after the other."""
-
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__()
-        self.conv1x3 = conv_bn(in_channels, out_channels, (1, 3), padding=(0, 1))
-        self.conv3x1 = conv_bn(in_channels, out_channels, (3, 1), padding=(1, 0))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.cat([self.conv1x3(x), self.conv3x1(x)], 1)
-
-
-class ExpandedInception(nn.Module):
-    """Figure 7, on the 8x8 grid: the filter bank is *expanded* (wider, not deeper) to give
-    high-dimensional representations on the coarsest grid (principle 2, section 2).
-    Output width: 320 + 2 x 384 + 2 x 384 + 192 = 2048."""
-
-    def __init__(self, in_channels: int):
-        super().__init__()
-        self.branch1x1 = conv_bn(in_channels, 320, 1)
-        self.branch3x3 = branch(reduce=conv_bn(in_channels, 384, 1), split=SplitConv(384, 384))
-        self.branch3x3dbl = branch(
-            reduce=conv_bn(in_channels, 448, 1),
-            conv1=conv_bn(448, 384, 3, padding=1),
-            split=SplitConv(384, 384),
-        )
-        self.branch_pool = branch(pool=nn.AvgPool2d(3, stride=1, padding=1), proj=conv_bn(in_channels, 192, 1))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.cat([self.branch1x1(x), self.branch3x3(x), self.branch3x3dbl(x), self.branch_pool(x)], 1)
-
-
-class InceptionV3Aux(nn.Sequential):
-    """The auxiliary classifier on the 17x17 grid (figure 8). The v3 paper finds it acts as a
-    regularizer rather than speeding up early training (section 4); its convs are batch-normalised.
-    It needs at least the 17x17 grid of a 299x299 input: 5x5/3 average pool, then a 5x5 conv."""
-
-    def __init__(self, in_channels: int, num_classes: int):
-        super().__init__(
-            OrderedDict(
-                pool=nn.AvgPool2d(5, stride=3),  # (B, 768, 5, 5)
-                reduce=conv_bn(in_channels, 128, 1),  # (B, 128, 5, 5)
-                conv=conv_bn(128, 768, 5),  # (B, 768, 1, 1)
-                gap=nn.AdaptiveAvgPool2d(1),
-                flatten=nn.Flatten(1),
-                fc=nn.Linear(768, num_classes) if num_classes else nn.Identity(),
-            )
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        if min(x.shape[-2:]) < 17:
-            raise ValueError(
-                f"Inception-v3's auxiliary classifier needs a grid of at least 17x17 at mixed6e (a 299x299 input), "
-                f"got {tuple(x.shape[-2:])}; train on larger images or build the model with aux_logits=False."
-            )
-        return super().forward(x)
-
-
-class InceptionV3(Backbone):
-    """Inception-v3 as released by Google (and ported by torchvision).
-
-    Layers keep the names of Google's TensorFlow release, lower-cased (``Conv2d_4a_3x3`` ->
-    ``conv4a``, ``Mixed_6b`` -> ``mixed6b``): a number per resolution level, a letter per
-    layer. The stem differs from the paper's table 1: its last two 3x3 convs are a 1x1 (80)
-    and a 3x3 (192) followed by a max pool. Convs pad "valid" unless noted, so at 299x299 the
-    grids are 149, 147, 73, 71, 35, 17 and 8.
-
-    Stages (the output just before each spatial reduction, and the last module):
-
-    ============  =======  ======  ==============
-    stage         width    stride  module
-    ============  =======  ======  ==============
-    conv2b        64       2       ``conv2b``
-    conv4a        192      4       ``conv4a``
-    mixed5d       288      8       ``mixed5d``
-    mixed6e       768      16      ``mixed6e``
-    mixed7c       2048     32      ``mixed7c``
-    ============  =======  ======  ==============
-
-    Inputs must be at least 75x75 (smaller ones leave mixed7a nothing to reduce).
-    """
-
-    min_input_size = 75
-
-    _name_map = [
-        (r"^Conv2d_(\d[ab])_\dx\d\.", r"conv\1."),
-        (r"^Mixed_(\d[a-e])\.", r"mixed\1."),
-        (r"^AuxLogits\.conv0\.", "aux.reduce."),
-        (r"^AuxLogits\.conv1\.", "aux.conv."),
-        (r"^AuxLogits\.", "aux."),
-        (r"^fc\.", "head.fc."),
-        # inside the blocks: torchvision numbers the layers of a branch, we name them
-        (r"\.branch(\w+?)_1\.", r".branch\1.reduce."),  # the first layer of a branch is its 1x1 reduce
-        (r"\.branch5x5_2\.", ".branch5x5.conv."),
-        (r"\.branch3x3dbl_2\.", ".branch3x3dbl.conv1."),
-        (r"\.branch3x3dbl_3\.", ".branch3x3dbl.conv2."),
-        (r"\.branch3x3dbl_3a\.", ".branch3x3dbl.split.conv1x3."),
-        (r"\.branch3x3dbl_3b\.", ".branch3x3dbl.split.conv3x1."),
-        (r"\.branch3x3_2\.", ".branch3x3.conv."),
-        (r"\.branch3x3_2a\.", ".branch3x3.split.conv1x3."),
-        (r"\.branch3x3_2b\.", ".branch3x3.split.conv3x1."),
-        (r"\.branch7x7_2\.", ".branch7x7.conv1x7."),
-        (r"\.branch7x7_3\.", ".branch7x7.conv7x1."),
-        (r"\.branch7x7dbl_2\.", ".branch7x7dbl.conv7x1a."),
-        (r"\.branch7x7dbl_3\.", ".branch7x7dbl.conv1x7a."),
-        (r"\.branch7x7dbl_4\.", ".branch7x7dbl.conv7x1b."),
-        (r"\.branch7x7dbl_5\.", ".branch7x7dbl.conv1x7b."),
-        (r"\.branch7x7x3_2\.", ".branch7x7x3.conv1x7."),
-        (r"\.branch7x7x3_3\.", ".branch7x7x3.conv7x1."),
-        (r"\.branch7x7x3_4\.", ".branch7x7x3.conv3x3."),
-        (r"\.branch_pool\.", ".branch_pool.proj."),  # the 1x1 after the average pool
-    ]
-
-    def __init__(
-        self,
-        config: ModelConfig,
-        num_classes: int = 1000,
-        aux_logits: bool = False,
-        transform_input: bool = False,
-        dropout: float = 0.5,
-        init_weights: bool = True,
-    ):
-        super().__init__()
-        self.config = config
-        self.aux_logits = aux_logits
-        self.transform_input = transform_input
-        # without the aux head, the reference's AuxLogits tensors are dropped when porting
-        self.name_map = self._name_map if aux_logits else [(r"^AuxLogits\.", None)] + self._name_map
-        self.renormalize = RenormalizeInput()
-
-        self.conv1a = conv_bn(3, 32, 3, stride=2)  # (B, 32, 149, 149)
-        self.conv2a = conv_bn(32, 32, 3)  # (B, 32, 147, 147)
-        self.conv2b = conv_bn(32, 64, 3, padding=1)  # (B, 64, 147, 147)
-        self.pool1 = nn.MaxPool2d(3, stride=2)  # (B, 64, 73, 73)
-        self.conv3b = conv_bn(64, 80, 1)  # (B, 80, 73, 73)
-        self.conv4a = conv_bn(80, 192, 3)  # (B, 192, 71, 71)
-        self.pool2 = nn.MaxPool2d(3, stride=2)  # (B, 192, 35, 35)
-        self.mixed5b = FactorizedInception(192, pool_proj=32)  # (B, 256, 35, 35)
-        self.mixed5c = FactorizedInception(256, pool_proj=64)  # (B, 288, 35, 35)
-        self.mixed5d = FactorizedInception(288, pool_proj=64)  # (B, 288, 35, 35)
-        self.mixed6a = GridReduction17(288)  # (B, 768, 17, 17)
-        self.mixed6b = Factorized7x7Inception(768, channels_7x7=128)
-        self.mixed6c = Factorized7x7Inception(768, channels_7x7=160)
-        self.mixed6d = Factorized7x7Inception(768, channels_7x7=160)
-        self.mixed6e = Factorized7x7Inception(768, channels_7x7=192)  # (B, 768, 17, 17)
-        self.aux = InceptionV3Aux(768, num_classes) if aux_logits else None
-        self.mixed7a = GridReduction8(768)  # (B, 1280, 8, 8)
-        self.mixed7b = ExpandedInception(1280)  # (B, 2048, 8, 8)
-        self.mixed7c = ExpandedInception(2048)  # (B, 2048, 8, 8)
-
-        self.feature_info = [
-            StageInfo("conv2b", 64, 2, "conv2b"),
-            StageInfo("conv4a", 192, 4, "conv4a"),
-            StageInfo("mixed5d", 288, 8, "mixed5d"),
-            StageInfo("mixed6e", 768, 16, "mixed6e"),
-            StageInfo("mixed7c", 2048, 32, "mixed7c"),
-        ]
-        self.num_features = 2048
-        self.head = nn.Sequential(
-            OrderedDict(
-                pool=nn.AdaptiveAvgPool2d(1),  # the paper's 8x8 average pool, for any input size
-                flatten=nn.Flatten(1),
-                drop=nn.Dropout(dropout),
-                fc=nn.Linear(2048, num_classes) if num_classes else nn.Identity(),
-            )
-        )
-        if init_weights:  # False keeps PyTorch's default init (faster) when weights are loaded next
-            self.init_weights()
-
-    def init_weights(self) -> None:
-        """Truncated normal (std 0.1) for convs and fully connected layers, smaller for the aux
-        head's 5x5 conv (0.01) and classifier (0.001); BN as the identity (torchvision)."""
-        for module in self.modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                nn.init.trunc_normal_(module.weight, mean=0.0, std=0.1, a=-2, b=2)
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-        if self.aux is not None:
-            nn.init.trunc_normal_(self.aux.conv.conv.weight, mean=0.0, std=0.01, a=-2, b=2)
-            if isinstance(self.aux.fc, nn.Linear):
-                nn.init.trunc_normal_(self.aux.fc.weight, mean=0.0, std=0.001, a=-2, b=2)
-
-    def forward_stages(self, x: Tensor, aux_outputs: list[Tensor] | None = None) -> list[Tensor]:
-        """One map per stage; if ``aux_outputs`` is a list, the aux head's logits are appended to it."""
-        self.check_input(x)
-        if aux_outputs is not None and not self.aux_logits:
-            raise ValueError(f"{self.config.name} was built without the auxiliary classifier; pass aux_logits=True")
-        if self.transform_input:
-            x = self.renormalize(x)
-        x = self.conv2b(self.conv2a(self.conv1a(x)))  # (B, 64, H/2, W/2)
-        features = [x]
-        x = self.conv4a(self.conv3b(self.pool1(x)))  # (B, 192, H/4, W/4)
-        features.append(x)
-        x = self.mixed5d(self.mixed5c(self.mixed5b(self.pool2(x))))  # (B, 288, H/8, W/8)
-        features.append(x)
-        x = self.mixed6a(x)  # grid reduction: (B, 768, H/16, W/16)
-        x = self.mixed6e(self.mixed6d(self.mixed6c(self.mixed6b(x))))
-        features.append(x)
-        if aux_outputs is not None:
-            aux_outputs.append(self.aux(x))
-        x = self.mixed7a(x)  # grid reduction: (B, 1280, H/32, W/32)
-        x = self.mixed7c(self.mixed7b(x))  # (B, 2048, H/32, W/32)
-        features.append(x)
-        return features
-
-    def forward(self, x: Tensor) -> Tensor | InceptionOutputs:
-        if self.training and self.aux_logits:
-            aux: list[Tensor] = []
-            logits = self.forward_head(self.forward_stages(x, aux)[-1])
-            return InceptionOutputs(logits, aux[0])
-        return self.forward_head(self.forward_features(x))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """A new head, and a new auxiliary classifier too when the model has one."""
-        super().reset_classifier(num_classes)
-        if self.aux is not None:
-            self.aux.fc = nn.Linear(768, num_classes).to(self.head.fc.weight) if num_classes else nn.Identity()
-
-
-# --- the variants ----------------------------------------------------------------------------
-
-
-# The reference is built with the same switches. Passing init_weights explicitly also silences
-# torchvision's FutureWarning about its default.
-
 
 @register_model
 def googlenet(
     aux_logits: bool = False, transform_input: bool = False, init_weights: bool = True, **kwargs
 ) -> GoogLeNet:
-    switches = dict(aux_logits=aux_logits, transform_input=transform_input, init_weights=init_weights)
-    config = ModelConfig(
-        name="googlenet", reference="torchvision.models.googlenet", paper=GOOGLENET_PAPER, reference_kwargs=switches
-    )
-    return GoogLeNet(config, **switches, **kwargs)
-
-
-@register_model
-def inception_v3(
-    aux_logits: bool = False, transform_input: bool = False, init_weights: bool = True, **kwargs
-) -> InceptionV3:
-    switches = dict(aux_logits=aux_logits, transform_input=transform_input, init_weights=init_weights)
-    config = ModelConfig(
-        name="inception_v3",
-        reference="torchvision.models.inception_v3",
-        paper=INCEPTION_V3_PAPER,
-        input_size=(3, 299, 299),
-        reference_kwargs=switches,
-    )
-    return InceptionV3(config, **switches, **kwargs)
+    return GoogLeNet.build("googlenet", GOOGLENET_PAPER, 224, aux_logits, transform_input, init_weights, **kwargs)

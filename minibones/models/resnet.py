@@ -23,7 +23,7 @@ from collections import OrderedDict
 from torch import Tensor, nn
 import torch.nn.functional as F
 
-from minibones.backbone import CIFAR_MEAN, CIFAR_STD, Backbone, ModelConfig, StageInfo
+from minibones.backbone import CIFAR_MEAN, CIFAR_STD, Backbone, ModelConfig, StageInfo, classifier
 from minibones.layers import ConvNormAct, he_init_
 from minibones.registry import register_model
 
@@ -182,10 +182,8 @@ class ResNet(Backbone):
 
         self.num_features = in_channels
         self.head = nn.Sequential(
-            OrderedDict(pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(1), fc=nn.Linear(in_channels, num_classes))
+            OrderedDict(pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(1), fc=classifier(in_channels, num_classes))
         )
-        if num_classes == 0:
-            self.head.fc = nn.Identity()
         self.init_weights()
 
     @staticmethod
@@ -208,10 +206,6 @@ class ResNet(Backbone):
             x = stage(x)
             features.append(x)
         return features
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        self.check_input(x)
-        return self.stages(self.maxpool(self.stem(x)))
 
 
 # --- the variants: table 1 (ImageNet) ------------------------------------------------

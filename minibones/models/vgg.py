@@ -29,7 +29,7 @@ from collections import OrderedDict
 
 from torch import Tensor, nn
 
-from minibones.backbone import Backbone, ModelConfig, StageInfo
+from minibones.backbone import Backbone, ModelConfig, StageInfo, classifier
 from minibones.layers import he_init_
 from minibones.registry import register_model
 
@@ -129,7 +129,7 @@ class VGG(Backbone):
                 fc7=nn.Linear(4096, 4096),
                 relu7=nn.ReLU(),
                 drop7=nn.Dropout(dropout),
-                fc=nn.Linear(4096, num_classes) if num_classes else nn.Identity(),
+                fc=classifier(4096, num_classes),
             )
         )
         if init_weights:  # False skips the (slow: 123M values) random init when weights are loaded next
@@ -148,10 +148,6 @@ class VGG(Backbone):
             x = stage(x)
             features.append(x)
         return features
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        self.check_input(x)
-        return self.stages(x)  # (B, 512, H/32, W/32)
 
 
 # --- the variants: table 1 ------------------------------------------------------------

@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from minibones.backbone import CIFAR_MEAN, CIFAR_STD, Backbone, ModelConfig, StageInfo
-from minibones.porting import rename
+from minibones.backbone import CIFAR_MEAN, CIFAR_STD, Backbone, ModelConfig, StageInfo, classifier
+from minibones.porting import convert_state_dict
 from minibones.registry import register_model
 
 PAPER = (
@@ -256,9 +256,7 @@ class VisionTransformer(Backbone):
         self.stage_indices = [depth * (i + 1) // num_stages - 1 for i in range(num_stages)]
         self.feature_info = [StageInfo(f"block{i}", dim, patch_size, f"blocks.{i}") for i in self.stage_indices]
         self.num_features = dim
-        self.head = nn.Sequential(OrderedDict(pool=ClassTokenPool(), fc=nn.Linear(dim, num_classes)))
-        if num_classes == 0:
-            self.head.fc = nn.Identity()
+        self.head = nn.Sequential(OrderedDict(pool=ClassTokenPool(), fc=classifier(dim, num_classes)))
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -281,11 +279,7 @@ class VisionTransformer(Backbone):
     def convert_reference(self, state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
         """Rename through ``name_map``; position embeddings stored for another grid (a checkpoint
         trained at 384 or 518 pixels) are interpolated to this model's grid (section 3.2)."""
-        converted = {}
-        for name, tensor in state_dict.items():
-            new_name = rename(name, self.name_map)
-            if new_name is not None:
-                converted[new_name] = tensor
+        converted = convert_state_dict(self, state_dict, self.name_map)
         pos_embed = converted.get("pos_embed")
         if pos_embed is not None and pos_embed.ndim == 3 and pos_embed.shape != self.pos_embed.shape:
             side = math.isqrt(pos_embed.shape[1] - 1)
@@ -366,13 +360,12 @@ VARIANTS = {
 
 def _vit(name: str, image_size: int = 224, **kwargs) -> VisionTransformer:
     patch_size, depth, num_heads, dim, mlp_dim = VARIANTS[name]
-    config = ModelConfig(
-        name=name,
-        reference=f"torchvision.models.{name}",
-        paper=PAPER,
-        input_size=(3, image_size, image_size),
-        reference_kwargs={"image_size": image_size},
-    )
+    if name == "vit_tiny_cifar":  # no reference checkpoint; normalised with CIFAR-10's statistics
+        reference = "none (Dosovitskiy et al. 2021, scaled down for 32x32 inputs)"
+        data = dict(reference=reference, mean=CIFAR_MEAN, std=CIFAR_STD)
+    else:
+        data = dict(reference=f"torchvision.models.{name}", reference_kwargs={"image_size": image_size})
+    config = ModelConfig(name=name, paper=PAPER, input_size=(3, image_size, image_size), **data)
     return VisionTransformer(patch_size, depth, num_heads, dim, mlp_dim, config, **kwargs)
 
 
@@ -404,20 +397,9 @@ def vit_h_14(**kwargs) -> VisionTransformer:
     return _vit("vit_h_14", **kwargs)
 
 
-
-
 @register_model
 def vit_tiny_cifar(num_classes: int = 10, image_size: int = 32, **kwargs) -> VisionTransformer:
     """A teaching ViT for 32x32 images (CIFAR-10/100, the course data): patch 4 (8x8 = 64
     tokens + the class token), width 128, 8 blocks of 4 heads, MLP 512; 1.6M parameters.
     It follows the paper's design exactly, only smaller; there is no reference checkpoint."""
-    patch_size, depth, num_heads, dim, mlp_dim = VARIANTS["vit_tiny_cifar"]
-    config = ModelConfig(
-        name="vit_tiny_cifar",
-        reference="none (Dosovitskiy et al. 2021, scaled down for 32x32 inputs)",
-        paper=PAPER,
-        input_size=(3, image_size, image_size),
-        mean=CIFAR_MEAN,
-        std=CIFAR_STD,
-    )
-    return VisionTransformer(patch_size, depth, num_heads, dim, mlp_dim, config, num_classes, **kwargs)
+    return _vit("vit_tiny_cifar", image_size, num_classes=num_classes, **kwargs)

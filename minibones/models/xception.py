@@ -31,7 +31,7 @@ from collections import OrderedDict
 
 from torch import Tensor, nn
 
-from minibones.backbone import Backbone, ModelConfig, StageInfo
+from minibones.backbone import Backbone, ModelConfig, StageInfo, pooled_classifier
 from minibones.layers import ConvNormAct, he_init_
 from minibones.registry import register_model
 
@@ -191,14 +191,8 @@ class Xception(Backbone):
             StageInfo("exit_flow", 2048, 32, "exit_flow"),
         ]
         self.num_features = 2048
-        self.head = nn.Sequential(
-            OrderedDict(
-                pool=nn.AdaptiveAvgPool2d(1),  # global average pooling (figure 5)
-                flatten=nn.Flatten(1),
-                drop=nn.Dropout(drop_rate),  # the paper: dropout 0.5 before the classifier (section 4.3); timm: off
-                fc=nn.Linear(2048, num_classes) if num_classes else nn.Identity(),
-            )
-        )
+        # global average pooling (figure 5); the paper: dropout 0.5 before the classifier (section 4.3); timm: off
+        self.head = pooled_classifier(2048, num_classes, drop_rate)
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -219,10 +213,6 @@ class Xception(Backbone):
         x = self.exit_flow(x)  # (B, 2048, H/32, W/32)
         features.append(x)
         return features
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        self.check_input(x)
-        return self.exit_flow(self.middle_flow(self.entry_flow(x)))  # (B, 2048, H/32, W/32)
 
 
 @register_model
