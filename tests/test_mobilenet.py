@@ -61,8 +61,11 @@ def test_every_layer_has_torchvisions_shape_and_batch_norm(pair):
 def test_v2_follows_table_2_of_the_paper():
     with torch.device("meta"):
         model = minibones.create_model("mobilenet_v2")
-    assert len(model.blocks) == sum(n for _, _, n, _ in V2_ROWS) == 17
-    assert [block.project.conv.out_channels for block in model.blocks][::4] == [16, 32, 64, 96, 320]
+    # one stage per row of table 2: n blocks with c output channels, the first with stride s
+    assert [len(stage) for stage in model.stages] == [n for _, _, n, _ in V2_ROWS]
+    assert [stage[-1].project.conv.out_channels for stage in model.stages] == [c for _, c, _, _ in V2_ROWS]
+    assert [stage[0].depthwise.conv.stride[0] for stage in model.stages] == [s for _, _, _, s in V2_ROWS]
+    assert sum(len(stage) for stage in model.stages) == 17
     assert {type(m) for m in model.modules() if type(m).__module__ == "torch.nn.modules.activation"} == {nn.ReLU6}
 
 
@@ -77,12 +80,13 @@ def test_v3_squeeze_excite_squeezes_the_expanded_width_by_4_and_gates_with_a_har
         assert isinstance(module.act, nn.ReLU) and isinstance(module.gate, nn.Hardsigmoid)
 
 
-@pytest.mark.parametrize("name, channels", [
-    ("mobilenet_v2", [16, 24, 32, 96, 1280]),
-    ("mobilenet_v3_large", [16, 24, 40, 112, 960]),
-    ("mobilenet_v3_small", [16, 16, 24, 48, 576]),
+@pytest.mark.parametrize("name, channels, stages", [
+    ("mobilenet_v2", [16, 24, 32, 96, 1280], ["stage1", "stage2", "stage3", "stage5", "conv_head"]),
+    ("mobilenet_v3_large", [16, 24, 40, 112, 960], ["stage1", "stage2", "stage3", "stage5", "conv_head"]),
+    # V3-small's first block already halves the grid: the stride-2 level is the stem's output
+    ("mobilenet_v3_small", [16, 16, 24, 48, 576], ["stem", "stage1", "stage2", "stage4", "conv_head"]),
 ])
-def test_feature_strides_are_2_4_8_16_32(name, channels):
+def test_feature_strides_are_2_4_8_16_32(name, channels, stages):
     model = minibones.create_model(name).eval()
     assert [s.stride for s in model.feature_info] == [2, 4, 8, 16, 32]
     assert [s.channels for s in model.feature_info] == channels
@@ -91,8 +95,7 @@ def test_feature_strides_are_2_4_8_16_32(name, channels):
         assert torch.equal(model.forward_features(torch.zeros(1, 3, 64, 96)),
                            model.forward_stages(torch.zeros(1, 3, 64, 96))[-1])
     assert [tuple(f.shape) for f in features] == [(1, c, 64 // s, 96 // s) for c, s in zip(channels, [2, 4, 8, 16, 32])]
-    for info in model.feature_info:
-        assert model.get_submodule(info.module) is not None
+    assert [s.name for s in model.feature_info] == stages
 
 
 @pytest.mark.parametrize("name", VARIANTS)

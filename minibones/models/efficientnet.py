@@ -42,8 +42,10 @@ from dataclasses import dataclass, replace
 
 from torch import Tensor, nn
 
-from minibones.backbone import Backbone, ModelConfig, StageInfo
+from minibones.backbone import ModelConfig, classifier
 from minibones.layers import ConvNormAct, DropPath, SqueezeExcite, he_init_, make_divisible
+from minibones.models.mobilenet import InvertedResidualNet
+from minibones.porting import numbered_layers
 from minibones.registry import register_model
 
 PAPER_V1 = ("Tan, Le. EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks. "
@@ -68,8 +70,6 @@ class MBConv(nn.Module):
         norm = norm or {}
         expanded = make_divisible(in_channels * expand_ratio)
         has_expand = expanded != in_channels  # not with expand_ratio 1 (B0's first stage)
-        # the parts in the reference's order (its numbering shifts where there is no expansion conv)
-        self.parts = ("expand",) * has_expand + ("depthwise",) + ("se",) * se + ("project",)
         self.expand = ConvNormAct(in_channels, expanded, 1, act=act, **norm) if has_expand else nn.Identity()
         self.depthwise = ConvNormAct(expanded, expanded, kernel, stride, padding, groups=expanded, act=act, **norm)
         # Lite: no SE (its global pooling is slow on mobile accelerators)
@@ -77,6 +77,12 @@ class MBConv(nn.Module):
         self.project = ConvNormAct(expanded, out_channels, 1, act=None, **norm)  # linear bottleneck
         self.use_residual = stride == 1 and in_channels == out_channels
         self.drop_path = DropPath(drop_path) if self.use_residual else nn.Identity()
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The layers ``forward`` applies, in order (an expansion or SE the block was built without is left out)."""
+        names = ("expand", "depthwise", "se", "project")
+        return tuple(name for name in names if not isinstance(self.get_submodule(name), nn.Identity))
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.expand(x)  # (B, t*C, H, W)
@@ -103,15 +109,18 @@ class FusedMBConv(nn.Module):
         norm = norm or {}
         expanded = make_divisible(in_channels * expand_ratio)
         if expanded != in_channels:
-            self.parts = ("expand", "project")
             self.expand = ConvNormAct(in_channels, expanded, kernel, stride, act=nn.SiLU, **norm)
             self.project = ConvNormAct(expanded, out_channels, 1, act=None, **norm)
             self.fused = None
         else:
-            self.parts = ("fused",)
             self.fused = ConvNormAct(in_channels, out_channels, kernel, stride, act=nn.SiLU, **norm)
         self.use_residual = stride == 1 and in_channels == out_channels
         self.drop_path = DropPath(drop_path) if self.use_residual else nn.Identity()
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The layers ``forward`` applies, in order."""
+        return ("expand", "project") if self.fused is None else ("fused",)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.fused is not None:
@@ -148,12 +157,14 @@ class StageSpec:
         )
 
 
-class EfficientNet(Backbone):
-    """Stem (3x3/2 conv), one stage per ``StageSpec``, a 1x1 conv to ``head_channels``, pooling, classifier.
+class EfficientNet(InvertedResidualNet):
+    """Stem (3x3/2 conv), one stage per ``StageSpec``, a 1x1 conv to ``head_channels``, pooling, classifier:
+    MobileNetV2's skeleton (:class:`~minibones.models.mobilenet.InvertedResidualNet`) with MBConv blocks.
 
     Stages are numbered as in V2's table 4 (``stage1`` is the first block stage); V1's table 1 counts
     the stem as stage 1, so its stage i+1 is ``stage{i}`` here. ``forward_stages`` returns the last map at
     each stride 2, 4, 8, 16 and, at stride 32, the output of the 1x1 head conv (the final feature map).
+    B0: stage1 (B, 16, H/2, W/2), stage2 (24, H/4), stage3 (40, H/8), stage5 (112, H/16), conv_head (1280, H/32).
     """
 
     def __init__(
@@ -176,8 +187,7 @@ class EfficientNet(Backbone):
         self.stem = ConvNormAct(3, stages[0].in_channels, 3, 2, padding, act=act, **norm)
 
         total_blocks = sum(spec.depth for spec in stages)
-        block_index, stride = 0, 2
-        self.feature_info, self.stage_taps = [], []
+        block_index = 0
         stage_modules = OrderedDict()
         for i, spec in enumerate(stages, start=1):
             blocks = []
@@ -190,25 +200,19 @@ class EfficientNet(Backbone):
                                                  **options))
                 block_index += 1
             stage_modules[f"stage{i}"] = nn.Sequential(*blocks)
-            stride *= spec.stride
-            next_stride = stages[i].stride if i < len(stages) else 1
-            if next_stride == 2:  # the last stage at this resolution
-                self.stage_taps.append(i - 1)
-                self.feature_info.append(StageInfo(f"stage{i}", spec.out_channels, stride, f"stages.stage{i}"))
         self.stages = nn.Sequential(stage_modules)
 
         # V1: 4x the last stage's width (1280 for B0); V2: 1280
         head_channels = head_channels or 4 * stages[-1].out_channels
         self.conv_head = ConvNormAct(stages[-1].out_channels, head_channels, 1, act=act, **norm)
-        self.feature_info.append(StageInfo("conv_head", head_channels, stride, "conv_head"))
+        self.describe_pyramid(stages[0].in_channels, [spec.stride for spec in stages],
+                              [spec.out_channels for spec in stages], head_channels)
 
         self.num_features = head_channels
         self.head = nn.Sequential(OrderedDict(
             pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(1), dropout=nn.Dropout(dropout),
-            fc=nn.Linear(head_channels, num_classes),
+            fc=classifier(head_channels, num_classes),
         ))
-        if num_classes == 0:
-            self.head.fc = nn.Identity()
         if config.reference.startswith("timm."):
             self.name_map = self.timm_name_map()
         else:
@@ -217,19 +221,15 @@ class EfficientNet(Backbone):
 
     def reference_name_map(self, num_stages: int) -> list[tuple[str, str | None]]:
         """torchvision keeps everything in ``features``: 0 the stem, 1..n the stages, n+1 the head conv,
-        and numbers the parts of a block; the numbering shifts where a block has no expansion conv."""
+        and numbers the layers of a block in the order they apply (``parts``): the numbering shifts
+        where a block has no expansion conv. Its SE names the 1x1 convs ``fc1`` and ``fc2``."""
         name_map = [(r"^features\.0\.", "stem."), (rf"^features\.{num_stages + 1}\.", "conv_head.")]
         for i, stage in enumerate(self.stages, start=1):
             for k, part in enumerate(stage[0].parts):
                 name_map.append((rf"^features\.{i}\.(\d+)\.block\.{k}\.", rf"stages.stage{i}.\1.{part}."))
-        name_map += [
-            (r"(^|\.)(stem|conv_head|expand|depthwise|project|fused)\.0\.", r"\1\2.conv."),  # Conv2dNormActivation
-            (r"(^|\.)(stem|conv_head|expand|depthwise|project|fused)\.1\.", r"\1\2.bn."),
-            (r"\.se\.fc1\.", ".se.reduce."),
-            (r"\.se\.fc2\.", ".se.expand."),
-            (r"^classifier\.1\.", "head.fc."),
-        ]
-        return name_map
+        name_map += numbered_layers(["stem", "conv_head", "expand", "depthwise", "project", "fused"], ["conv", "bn"])
+        name_map += [(r"\.se\.fc1\.", ".se.reduce."), (r"\.se\.fc2\.", ".se.expand.")]
+        return name_map + [(r"^classifier\.1\.", "head.fc.")]
 
     def timm_name_map(self) -> list[tuple[str, str | None]]:
         """timm's ``tf_efficientnet_lite*`` (the Lite reference): ``blocks.{stage}.{block}``, and the
@@ -274,23 +274,6 @@ class EfficientNet(Backbone):
             nn.init.uniform_(weight, -bound, bound)
 
         he_init_(self, linear=classifier_init)
-
-    def forward_stages(self, x: Tensor) -> list[Tensor]:
-        self.check_input(x)
-        x = self.stem(x)  # (B, 32, H/2, W/2) for B0
-        features = []
-        for i, stage in enumerate(self.stages):
-            # B0: stage1 (B, 16, H/2, W/2), stage2 (B, 24, H/4, W/4), stage3 (B, 40, H/8, W/8),
-            # stage5 (B, 112, H/16, W/16), stage7 (B, 320, H/32, W/32)
-            x = stage(x)
-            if i in self.stage_taps:
-                features.append(x)
-        features.append(self.conv_head(x))  # (B, 1280, H/32, W/32) for B0
-        return features
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        self.check_input(x)
-        return self.conv_head(self.stages(self.stem(x)))
 
 
 # --- EfficientNet-B0: table 1 of the paper ------------------------------------------------

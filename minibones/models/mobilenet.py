@@ -12,9 +12,15 @@ swish, in the deeper half of the network (section 5.2). It also moves the expens
 after the pooling (section 5.3, figure 5), where they run on a 1x1 map.
 
 Read this file next to the papers:
-  * ``InvertedResidual`` - the block of both versions (V3's "bneck", its figure 4);
-  * ``MobileNet``        - stem, the blocks, a 1x1 conv, pooling and the classifier;
+  * ``InvertedResidual``    - the block of both versions (V3's "bneck", its figure 4);
+  * ``stage_rows``          - the blocks grouped into stages (below);
+  * ``InvertedResidualNet`` - the skeleton: stem, stages, a 1x1 conv; its pyramid (EfficientNet keeps it);
+  * ``MobileNet``           - that skeleton with these blocks, pooling and the classifier;
   * the variants at the bottom: V2's table 2, V3's tables 1 (large) and 2 (small), row by row.
+
+Stages are the rows of V2's table 2: a "sequence of identical layers" with one output width,
+the first of which may halve the grid. V3's tables list every block on its own row; consecutive
+blocks of one output width are grouped into a stage in the same way (as timm does).
 
 torchvision's details kept here: ReLU6 in V2; BatchNorm eps=1e-3, momentum=0.01 in V3 (its
 TensorFlow origins), PyTorch's defaults in V2; the SE block of V3 squeezes to
@@ -29,8 +35,9 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from minibones.backbone import Backbone, ModelConfig, StageInfo
+from minibones.backbone import Backbone, ModelConfig, StageInfo, classifier
 from minibones.layers import ConvNormAct, SqueezeExcite, he_init_, make_divisible
+from minibones.porting import numbered_layers
 from minibones.registry import register_model
 
 PAPER_V2 = ("Sandler, Howard, Zhu, Zhmoginov, Chen. MobileNetV2: Inverted Residuals and Linear Bottlenecks. "
@@ -64,7 +71,6 @@ class InvertedResidual(nn.Module):
         norm = norm or {}
         act = ACTIVATIONS[spec.act]
         has_expand = spec.expanded != spec.in_channels
-        self.parts = ("expand",) * has_expand + ("depthwise",) + ("se",) * spec.se + ("project",)
         self.expand = ConvNormAct(spec.in_channels, spec.expanded, 1, act=act, **norm) if has_expand else nn.Identity()
         self.depthwise = ConvNormAct(spec.expanded, spec.expanded, spec.kernel, spec.stride, groups=spec.expanded,
                                      act=act, **norm)
@@ -77,6 +83,12 @@ class InvertedResidual(nn.Module):
         self.stride = spec.stride
         self.use_residual = spec.stride == 1 and spec.in_channels == spec.out_channels
 
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The layers ``forward`` applies, in order (an expansion or SE the block was built without is left out)."""
+        names = ("expand", "depthwise", "se", "project")
+        return tuple(name for name in names if not isinstance(self.get_submodule(name), nn.Identity))
+
     def forward(self, x: Tensor) -> Tensor:
         out = self.expand(x)  # (B, exp, H, W)
         out = self.depthwise(out)  # (B, exp, H/s, W/s)
@@ -87,12 +99,61 @@ class InvertedResidual(nn.Module):
         return out
 
 
-class MobileNet(Backbone):
-    """Stem (3x3/2 conv), the inverted residual blocks, a 1x1 conv to ``head_channels``, pooling,
-    then (V3 only) a hidden layer of ``hidden_channels`` with hard-swish, dropout and the classifier.
+def stage_rows(blocks: list[BlockSpec]) -> list[list[BlockSpec]]:
+    """Group consecutive blocks of one output width into a stage (a row of V2's table 2)."""
+    stages: list[list[BlockSpec]] = []
+    for spec in blocks:
+        if stages and spec.out_channels == stages[-1][-1].out_channels:
+            if spec.stride != 1:
+                raise ValueError(f"only the first block of a stage may change the resolution, got {spec}")
+            stages[-1].append(spec)
+        else:
+            stages.append([spec])
+    return stages
 
-    ``forward_stages`` returns the last map at each stride 2, 4, 8, 16 and, at stride 32, the output
-    of the 1x1 head conv (the final feature map).
+
+class InvertedResidualNet(Backbone):
+    """The skeleton of MobileNetV2, which EfficientNet keeps (its section 4 builds on the same
+    "mobile inverted bottleneck"): a 3x3/2 stem conv, stages of inverted residual blocks, a 1x1 conv
+    to a wide final map (``conv_head``), pooling and the classifier. A family builds ``stem``,
+    ``stages`` and ``conv_head``, and describes its pyramid with :meth:`describe_pyramid`.
+    """
+
+    def describe_pyramid(self, stem_channels: int, strides: list[int], widths: list[int], head_channels: int) -> None:
+        """A pyramid level ends before every stage that halves the resolution (before the first
+        one: the stem's output); the last level is ``conv_head``'s output, at stride 32.
+        ``strides`` and ``widths``: each stage's stride and output width."""
+        self.stage_taps, self.feature_info = [], []  # a level after that many stages (0: the stem)
+        stride, width, module = 2, stem_channels, "stem"
+        names = [name for name, _ in self.stages.named_children()]
+        for i, (name, stage_stride, stage_width) in enumerate(zip(names, strides, widths)):
+            if stage_stride == 2:
+                self.stage_taps.append(i)
+                self.feature_info.append(StageInfo(module.removeprefix("stages."), width, stride, module))
+            stride, width, module = stride * stage_stride, stage_width, f"stages.{name}"
+        self.feature_info.append(StageInfo("conv_head", head_channels, stride, "conv_head"))
+
+    def forward_stages(self, x: Tensor) -> list[Tensor]:
+        self.check_input(x)
+        x = self.stem(x)  # (B, C, H/2, W/2)
+        features = [x] if 0 in self.stage_taps else []
+        for i, stage in enumerate(self.stages, start=1):
+            # MobileNetV2: stage1 (B, 16, H/2), stage2 (24, H/4), stage3 (32, H/8), stage5 (96, H/16) are levels
+            x = stage(x)
+            if i in self.stage_taps:
+                features.append(x)
+        features.append(self.conv_head(x))  # (B, 1280 for MobileNetV2 and EfficientNet-B0, H/32, W/32)
+        return features
+
+
+class MobileNet(InvertedResidualNet):
+    """Stem (3x3/2 conv), the stages of inverted residual blocks, a 1x1 conv to ``head_channels``,
+    pooling, then (V3 only) a hidden layer of ``hidden_channels`` with hard-swish, dropout and the
+    classifier.
+
+    ``forward_stages`` returns the last map at each stride 2, 4, 8, 16 (the stem's output when the
+    first stage already halves the grid, as in V3-small) and, at stride 32, the output of the 1x1
+    head conv (the final feature map).
     """
 
     def __init__(
@@ -112,72 +173,43 @@ class MobileNet(Backbone):
         self.config = config
         norm = {"eps": bn_eps, "momentum": bn_momentum}
         self.stem = ConvNormAct(3, stem_channels, 3, stride=2, act=ACTIVATIONS[act], **norm)
-        self.blocks = nn.Sequential(*[InvertedResidual(spec, norm) for spec in blocks])
-
-        # a pyramid level ends before every block that halves the resolution (0: the stem itself)
-        self.taps = [i for i, spec in enumerate(blocks) if spec.stride == 2]  # after i blocks
-        self.feature_info, stride = [], 2
-        for i, spec in enumerate(blocks):
-            if spec.stride == 2:
-                module = f"blocks.{i - 1}" if i > 0 else "stem"
-                channels = blocks[i - 1].out_channels if i > 0 else stem_channels
-                self.feature_info.append(StageInfo(module, channels, stride, module))
-            stride *= spec.stride
+        rows = stage_rows(blocks)
+        stages = [nn.Sequential(*[InvertedResidual(spec, norm) for spec in row]) for row in rows]
+        self.stages = nn.Sequential(OrderedDict((f"stage{i}", stage) for i, stage in enumerate(stages, start=1)))
         self.conv_head = ConvNormAct(blocks[-1].out_channels, head_channels, 1, act=ACTIVATIONS[act], **norm)
-        self.feature_info.append(StageInfo("conv_head", head_channels, stride, "conv_head"))
+        self.describe_pyramid(stem_channels, [row[0].stride for row in rows], [row[-1].out_channels for row in rows],
+                              head_channels)
 
         head = OrderedDict(pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(1))
         if hidden_channels:  # V3 section 5.3: the last expensive layer runs after the pooling
             head.update(pre_logits=nn.Linear(head_channels, hidden_channels), act=nn.Hardswish())
         self.num_features = hidden_channels or head_channels
-        head.update(dropout=nn.Dropout(dropout), fc=nn.Linear(self.num_features, num_classes))
+        head.update(dropout=nn.Dropout(dropout), fc=classifier(self.num_features, num_classes))
         self.head = nn.Sequential(head)
-        if num_classes == 0:
-            self.head.fc = nn.Identity()
         self.name_map = self.reference_name_map(v3=hidden_channels is not None)
         self.init_weights()
 
     def reference_name_map(self, v3: bool) -> list[tuple[str, str | None]]:
         """torchvision keeps everything in ``features``: 0 the stem, 1..n the blocks, n+1 the head conv.
-        Inside a block the parts are numbered, and the numbers shift where a block has no expansion
-        or no SE; V2 also stores the projection's conv and BN as two entries."""
-        n = len(self.blocks)
-        name_map = [(r"^features\.0\.", "stem."), (rf"^features\.{n + 1}\.", "conv_head.")]
-        for k, block in enumerate(self.blocks, start=1):
+        Inside a block it numbers the layers in the order they apply (``parts``), so the numbers
+        shift where a block has no expansion or no SE; V2 also stores the projection's conv and BN
+        as two entries. Its SE names the 1x1 convs ``fc1`` and ``fc2``."""
+        blocks = [(f"stages.{name}.{j}", block) for name, stage in self.stages.named_children()
+                  for j, block in enumerate(stage)]
+        name_map = [(r"^features\.0\.", "stem."), (rf"^features\.{len(blocks) + 1}\.", "conv_head.")]
+        container = "block" if v3 else "conv"
+        for k, (ours, block) in enumerate(blocks, start=1):
             parts = block.parts if v3 else block.parts[:-1] + ("project.conv", "project.bn")
-            container = "block" if v3 else "conv"
-            for j, part in enumerate(parts):
-                name_map.append((rf"^features\.{k}\.{container}\.{j}\.", f"blocks.{k - 1}.{part}."))
-        name_map += [
-            (r"(^|\.)(stem|conv_head|expand|depthwise|project)\.0\.", r"\1\2.conv."),  # Conv2dNormActivation
-            (r"(^|\.)(stem|conv_head|expand|depthwise|project)\.1\.", r"\1\2.bn."),
-            (r"\.se\.fc1\.", ".se.reduce."),
-            (r"\.se\.fc2\.", ".se.expand."),
-        ]
+            name_map += [(rf"^features\.{k}\.{container}\.{j}\.", f"{ours}.{part}.") for j, part in enumerate(parts)]
+        name_map += numbered_layers(["stem", "conv_head", "expand", "depthwise", "project"], ["conv", "bn"])
+        name_map += [(r"\.se\.fc1\.", ".se.reduce."), (r"\.se\.fc2\.", ".se.expand.")]
         if v3:  # Linear, Hardswish, Dropout, Linear
-            name_map += [(r"^classifier\.0\.", "head.pre_logits."), (r"^classifier\.3\.", "head.fc.")]
-        else:  # Dropout, Linear
-            name_map += [(r"^classifier\.1\.", "head.fc.")]
-        return name_map
+            return name_map + [(r"^classifier\.0\.", "head.pre_logits."), (r"^classifier\.3\.", "head.fc.")]
+        return name_map + [(r"^classifier\.1\.", "head.fc.")]  # Dropout, Linear
 
     def init_weights(self) -> None:
         """As the reference: He (fan-out) for convs, BN as the identity, N(0, 0.01) for linear layers."""
         he_init_(self, linear=lambda weight: nn.init.normal_(weight, 0, 0.01))
-
-    def forward_stages(self, x: Tensor) -> list[Tensor]:
-        self.check_input(x)
-        x = self.stem(x)  # (B, 16 or 32, H/2, W/2)
-        features = [x] if 0 in self.taps else []
-        for i, block in enumerate(self.blocks, start=1):
-            x = block(x)  # V2: (B, 16, H/2) after block 1, (24, H/4) after 3, (32, H/8) after 6, (96, H/16) after 13
-            if i in self.taps:
-                features.append(x)
-        features.append(self.conv_head(x))  # (B, 1280 | 960 | 576, H/32, W/32)
-        return features
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        self.check_input(x)
-        return self.conv_head(self.blocks(self.stem(x)))
 
 
 # --- MobileNetV2: table 2 of the paper ---------------------------------------------------
