@@ -76,7 +76,7 @@ def test_data_root_is_MINIBONES_DATA_when_set(monkeypatch, tmp_path):
     monkeypatch.setenv("MINIBONES_DATA", str(tmp_path))
     assert D.data_root() == tmp_path
     monkeypatch.delenv("MINIBONES_DATA")
-    assert D.data_root() == Path(D.__file__).resolve().parents[1] / "data"
+    assert D.data_root() == Path(__file__).resolve().parents[1] / "data"  # data/ at the top of the checkout
 
 
 def test_a_missing_dataset_says_what_to_download_and_where(tmp_path):
@@ -196,9 +196,20 @@ def test_a_corrupt_archive_is_refused_with_what_to_do(tmp_path, cifar_archive):
     root = tmp_path / "root"
     root.mkdir()
     (root / "cifar-10-python.tar.gz").write_bytes(b"half a download")
-    with pytest.raises(DatasetNotFound, match="corrupt or incomplete.*Delete it and download it again"):
+    actual = hashlib.md5(b"half a download").hexdigest()
+    with pytest.raises(DatasetNotFound) as error:
         cifar("cifar10", root=root, download=False)
+    assert str(error.value) == (f"{root / 'cifar-10-python.tar.gz'} is corrupt or incomplete (md5 {actual}, expected "
+                                f"{cifar_archive.md5}). Delete it and download it again from {cifar_archive.url}")
     assert not (root / "cifar-10-batches-py").exists()
+
+
+def test_a_corrupt_download_is_refused_and_removed(tmp_path, cifar_archive, monkeypatch):
+    wrong = Archive(cifar_archive.url, "0" * 32, cifar_archive.folder)
+    monkeypatch.setitem(D.CIFAR, "cifar10", D.CIFAR["cifar10"] | {"archive": wrong})
+    with pytest.raises(DatasetNotFound, match=rf"the download of {cifar_archive.url} is corrupt .*expected 0{{32}}"):
+        cifar("cifar10", root=tmp_path / "root", download=True)
+    assert list((tmp_path / "root").iterdir()) == []
 
 
 def test_a_failed_download_leaves_nothing_behind(tmp_path, monkeypatch):
@@ -244,7 +255,7 @@ def imagenette_archive(tmp_path, monkeypatch):
     (tree / "noisy_imagenette.csv").write_text("path,noisy_labels_0\n")
     (tmp_path / "server").mkdir()
     archive = make_archive(tmp_path / "src", "imagenette2-160", tmp_path / "server" / "imagenette2-160.tgz")
-    monkeypatch.setattr(D, "IMAGENETTE_ARCHIVE", archive)
+    monkeypatch.setattr("minibones.data.datasets.IMAGENETTE_ARCHIVE", archive)
     return archive
 
 
@@ -333,9 +344,3 @@ def test_loader_output_is_normalised_and_can_be_channels_last():
 def test_batch_size_must_split_evenly_across_processes(digits32):
     with pytest.raises(ValueError, match="divisible by the number of processes"):
         digits32.loaders(batch_size=9, rank=0, world_size=2)
-
-
-def test_the_sample_photographs_are_reexported():
-    from minibones.photos import load_photo
-
-    assert D.load_photo is load_photo

@@ -1,7 +1,9 @@
-"""The plumbing every part of the library shares: files written atomically, modes given back."""
+"""The plumbing every part of the library shares: files written atomically, downloaded and hashed, modes given back."""
+
+import hashlib
 
 import pytest
-from minibones.files import atomic_path
+from minibones.files import atomic_path, download, file_digest
 
 def test_a_finished_write_lands_under_the_final_name(tmp_path):
     target = tmp_path / "sub" / "weights.pth"
@@ -30,6 +32,19 @@ def test_a_folder_is_renamed_whole_or_not_at_all(tmp_path):
             tmp.mkdir()
             raise ValueError
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar"]
+
+
+def test_one_downloader_streams_a_url_and_lets_network_errors_through(tmp_path):
+    source = tmp_path / "published.bin"
+    source.write_bytes(bytes(range(256)) * 5000)  # more than one chunk
+    with atomic_path(tmp_path / "copy.bin") as tmp:
+        download(source.as_uri(), tmp, progress=False)
+    assert (tmp_path / "copy.bin").read_bytes() == source.read_bytes()
+    assert file_digest(source, "md5") == hashlib.md5(source.read_bytes()).hexdigest()
+    assert file_digest(source, "sha256") == hashlib.sha256(source.read_bytes()).hexdigest()
+    with pytest.raises(OSError):  # the caller turns it into advice (what to fetch by hand, and where)
+        download((tmp_path / "nowhere.bin").as_uri(), tmp_path / "never.bin", progress=False)
+    assert not (tmp_path / "never.bin").exists()
 
 
 def test_mode_gives_the_model_back_its_mode_even_after_an_error():

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import minibones
-from minibones import pretrained
+from minibones import files, pretrained
 from minibones.pretrained import (
     HashMismatchError,
     PretrainedWeightsError,
@@ -37,7 +37,7 @@ def hub(tmp_path, monkeypatch):
     def no_network(url, destination, progress=True):
         raise urllib.error.URLError("no network in the tests")
 
-    monkeypatch.setattr(pretrained, "download", no_network)
+    monkeypatch.setattr(files, "download", no_network)
     return tmp_path / "torch" / "hub" / "checkpoints"
 
 
@@ -79,7 +79,7 @@ def copy_instead_of_download(monkeypatch, source: Path, seen: list | None = None
             seen.append((Path(destination), progress, sorted(p.name for p in Path(destination).parent.iterdir())))
         shutil.copyfile(source, destination)
 
-    monkeypatch.setattr(pretrained, "download", fake_download)
+    monkeypatch.setattr(files, "download", fake_download)
 
 
 # --- which checkpoint ---------------------------------------------------------------
@@ -116,7 +116,7 @@ def test_weights_evaluated_at_another_size_are_skipped_for_ones_that_fit():
 
 def test_xception_weights_come_from_timms_pretrained_config():
     name = "xception" if "xception" in minibones.list_models() else None
-    weights = weights_for(on_meta(name)) if name else pretrained._timm_weights("xception", "legacy_xception", None)
+    weights = weights_for(on_meta(name)) if name else pretrained.weights._timm_weights("xception", "legacy_xception", None)
     assert weights.file_name == "xception-43020ad28.pth"
     assert weights.sha256_prefix is None  # not a documented hash: trust on first download instead
     assert weights.preprocess == pretrained.Preprocess(333, 299, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic")
@@ -161,7 +161,7 @@ def test_create_model_pretrained_uses_the_cached_file_offline(hub, resnet18_chec
     source, weights, reference = resnet18_checkpoint
     hub.mkdir(parents=True)
     shutil.copyfile(source, hub / weights.file_name)  # downloaded earlier, or copied by hand
-    monkeypatch.setattr(pretrained, "weights_for", lambda model, tag=None: weights)
+    monkeypatch.setattr(pretrained.loading, "weights_for", lambda model, tag=None: weights)
     monkeypatch.setenv("MINIBONES_OFFLINE", "1")
     model = minibones.create_model("resnet18", pretrained=True).eval()
     x = torch.randn(1, 3, 64, 64)
@@ -189,7 +189,7 @@ def test_interrupted_download_leaves_no_partial_file(hub, monkeypatch):
         Path(destination).write_bytes(b"\x80\x02half a checkpoint")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pretrained, "download", half_then_interrupted)
+    monkeypatch.setattr(files, "download", half_then_interrupted)
     with pytest.raises(KeyboardInterrupt):
         load_pretrained(minibones.create_model("resnet18"), progress=False)
     assert list(hub.iterdir()) == []
@@ -288,8 +288,6 @@ def test_predict_explains_a_wrong_number_of_class_names():
 
 def test_predicting_with_a_reference_model_asks_for_its_preprocessing():
     import torchvision
-
-    from minibones.pretrained import predict
 
     reference = torchvision.models.resnet18()
     with pytest.raises(TypeError, match="pass preprocess=preprocess_for"):

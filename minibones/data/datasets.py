@@ -1,35 +1,17 @@
-"""The course's data: real datasets when you have them, an embedded default when you don't.
-
-    >>> data = load_data("cifar10")          # local copy, else download, else the digits (said out loud)
-    >>> train_loader, test_loader = data.loaders(batch_size=128, device="cuda")
-
-Where the files live (see ``data/README.md``): the folder named by the environment
-variable ``MINIBONES_DATA``, else ``data/`` at the top of the repository. Every
-dataset is read from its *standard* layout there (the one its publisher ships),
-so a copy made by hand, by torchvision or by another course works as it is.
+"""The course's datasets, read from their publishers' formats into one shape, :class:`Data`.
 
 Read top to bottom:
-  * where data lives, and fetching an archive (download, md5 check, atomic extract);
+  * :class:`ImageTensors` and :class:`Data`: a split in memory, and a dataset ready for training;
   * the embedded default: scikit-learn's handwritten digits (:func:`digits`);
   * CIFAR-10/100 from the official pickle batches (:func:`cifar`);
   * Imagenette and any ImageFolder tree (:func:`imagenette`, :func:`image_folder`);
-  * :func:`load_data`, the one entry point, with the fallback;
-  * the loaders: :class:`DeviceTensorLoader` keeps a small dataset on the GPU and
-    augments it there; :class:`DeviceLoader` wraps a DataLoader for image folders.
-
-The sample photographs for looking inside networks are in :mod:`minibones.photos`
-(re-exported here as :func:`load_photo`).
+  * :func:`load_data`, the one entry point, with the fallback.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
-import shutil
-import tarfile
-import tempfile
-import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -39,126 +21,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from minibones.backbone import CIFAR_MEAN, CIFAR_STD
-from minibones.photos import PHOTOS, load_photo  # noqa: F401  (re-exported: all the course's data in one place)
-
-DATA_ENV = "MINIBONES_DATA"
-
-
-class DatasetNotFound(FileNotFoundError):
-    """A dataset is neither on disk nor downloadable; the message says what to fetch and where to put it."""
-
-
-# --- where data lives, and fetching an archive --------------------------------------
-
-
-def data_root() -> Path:
-    """``$MINIBONES_DATA`` if set, else ``data/`` in the repository checkout (else ``~/.cache/minibones/data``)."""
-    if os.environ.get(DATA_ENV):
-        return Path(os.environ[DATA_ENV]).expanduser()
-    checkout = Path(__file__).resolve().parents[1]
-    if (checkout / "pyproject.toml").is_file():
-        return checkout / "data"
-    return Path.home() / ".cache" / "minibones" / "data"
-
-
-@dataclass(frozen=True)
-class Archive:
-    """A published archive: where to get it, its md5, and the folder it unpacks to."""
-
-    url: str
-    md5: str
-    folder: str  # top-level folder inside the archive
-
-    @property
-    def filename(self) -> str:
-        return self.url.rsplit("/", 1)[-1]
-
-
-# The publishers' archives (the same URLs and checksums as torchvision's datasets).
-CIFAR10_ARCHIVE = Archive(
-    "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a", "cifar-10-batches-py"
+from minibones.data.archives import (
+    CIFAR10_ARCHIVE,
+    CIFAR100_ARCHIVE,
+    IMAGENETTE_ARCHIVE,
+    DatasetNotFound,
+    data_root,
+    fetch,
 )
-CIFAR100_ARCHIVE = Archive(
-    "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85", "cifar-100-python"
-)
-IMAGENETTE_ARCHIVE = Archive(  # the official 160px version (short side 160 px, 94 MB)
-    "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz", "e793b78cc4c9e9a4ccc0c1155377a412",
-    "imagenette2-160",
-)
-
-
-def md5sum(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def fetch(archive: Archive, root: Path, download: bool = True) -> Path:
-    """The extracted folder ``root/archive.folder``, fetching and unpacking the archive if needed.
-
-    Nothing half-done is ever left under a final name: the download goes to
-    ``<name>.part`` and is renamed only once its md5 matches, and the archive is
-    extracted into a temporary folder that is renamed into place at the end. An
-    interrupted download or extraction is simply redone next time.
-    """
-    root = Path(root)
-    target = root / archive.folder
-    if target.is_dir():
-        return target
-    path = root / archive.filename
-    if not path.is_file():
-        if not download:
-            raise DatasetNotFound(_not_found(archive, root, "downloading is switched off"))
-        _download(archive, path)
-    actual = md5sum(path)
-    if actual != archive.md5:
-        raise DatasetNotFound(
-            f"{path} is corrupt or incomplete (md5 {actual}, expected {archive.md5}). "
-            f"Delete it and download it again from {archive.url}"
-        )
-    _extract_atomically(path, root, archive.folder)
-    return target
-
-
-def _download(archive: Archive, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(path.name + ".part")
-    print(f"downloading {archive.url} to {path}")
-    try:
-        with urllib.request.urlopen(archive.url, timeout=30) as response, open(part, "wb") as f:
-            shutil.copyfileobj(response, f, length=1 << 20)
-    except OSError as error:  # URLError, timeouts and refused connections are all OSErrors
-        part.unlink(missing_ok=True)
-        raise DatasetNotFound(_not_found(archive, path.parent, f"the download failed: {error}")) from error
-    actual = md5sum(part)
-    if actual != archive.md5:
-        part.unlink()
-        raise DatasetNotFound(
-            f"the download of {archive.url} is corrupt (md5 {actual}, expected {archive.md5}); try again"
-        )
-    os.replace(part, path)
-
-
-def _extract_atomically(path: Path, root: Path, folder: str) -> None:
-    scratch = Path(tempfile.mkdtemp(prefix=f".{folder}-", dir=root))
-    try:
-        with tarfile.open(path) as tar:
-            tar.extractall(scratch, filter="data")  # "data": no absolute paths, links out, or devices
-        if not (scratch / folder).is_dir():
-            raise DatasetNotFound(f"{path} does not contain the folder {folder}/; is it the right archive?")
-        os.replace(scratch / folder, root / folder)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _not_found(archive: Archive, root: Path, why: str) -> str:
-    return (
-        f"{archive.folder} is not in {root} and {why}. Download {archive.url} (md5 {archive.md5}) and put the "
-        f"archive in {root}/ (it is checked and unpacked on first use), or unpack it there yourself so that "
-        f"{root / archive.folder}/ exists; set {DATA_ENV}=/some/folder to use another place."
-    )
+from minibones.data.loaders import DeviceLoader, DeviceTensorLoader
+from minibones.distributed import rank_and_world_size
 
 
 # --- a dataset in memory -------------------------------------------------------------
@@ -259,7 +131,9 @@ class Data:
         from ``seed`` and the epoch number alone (call ``set_epoch``), which is what
         makes a resumed run identical to an uninterrupted one.
         """
-        rank, world_size = _rank_and_world_size(rank, world_size)
+        running_rank, running_world_size = rank_and_world_size()  # (0, 1) outside torchrun
+        rank = running_rank if rank is None else rank
+        world_size = running_world_size if world_size is None else world_size
         if batch_size % world_size:
             raise ValueError(f"batch_size {batch_size} must be divisible by the number of processes ({world_size})")
         device = torch.device(device)
@@ -275,16 +149,6 @@ class Data:
             DeviceLoader(self.train, batch_size, train=True, seed=seed, workers=workers, **common),
             DeviceLoader(self.test, batch_size, train=False, seed=seed, workers=workers, **common),
         )
-
-
-def _rank_and_world_size(rank: int | None, world_size: int | None) -> tuple[int, int]:
-    dist = torch.distributed
-    running = dist.is_available() and dist.is_initialized()
-    if rank is None:
-        rank = dist.get_rank() if running else 0
-    if world_size is None:
-        world_size = dist.get_world_size() if running else 1
-    return rank, world_size
 
 
 def _channel_stats(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -485,128 +349,3 @@ def load_data(
         return digits(**size)
 
 
-# --- the loaders -----------------------------------------------------------------------
-
-
-def normalize(images: Tensor, mean: Tensor, std: Tensor, memory_format=torch.contiguous_format) -> Tensor:
-    """uint8 (B, 3, H, W) on the device -> float, (x/255 - mean) / std, in the requested memory format."""
-    x = (images.float() / 255 - mean) / std
-    return x.contiguous(memory_format=memory_format)
-
-
-def random_crop_flip(images: Tensor, dy: Tensor, dx: Tensor, flip: Tensor, padding: int) -> Tensor:
-    """Per image: pad by ``padding`` with zeros, cut an H x W window at offset (dy, dx),
-    and mirror it where ``flip`` is true; one gather for the whole batch, on the device.
-
-    The usual CIFAR augmentation (RandomCrop(32, padding=4) and a horizontal flip),
-    vectorised: instead of cropping images one by one on the CPU, build the row and
-    column each output pixel reads from (a flip reads the columns backwards).
-    """
-    batch, _, height, width = images.shape
-    padded = F.pad(images, (padding, padding, padding, padding))
-    rows = dy[:, None] + torch.arange(height, device=images.device)  # (B, H)
-    cols = dx[:, None] + torch.arange(width, device=images.device)  # (B, W)
-    cols = torch.where(flip[:, None], cols.flip(1), cols)
-    index = torch.arange(batch, device=images.device)[:, None, None]
-    out = padded[index, :, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C): advanced indices come first
-    return out.permute(0, 3, 1, 2)  # (B, C, H, W), laid out channels-last in memory
-
-
-class DeviceTensorLoader:
-    """Batches of an in-memory dataset, stored, shuffled and augmented on the device.
-
-    A CPU DataLoader decoding and cropping 32x32 images one at a time cannot keep a
-    GPU busy on CIFAR (a ResNet-18 step on a modern GPU takes a few milliseconds).
-    Here the whole split sits on the GPU as uint8, and each batch is an index, one
-    gather (crop and flip) and one normalisation, all on the device.
-
-    Training: each epoch draws one permutation and one crop offset and flip per
-    image from a generator seeded by ``(seed, epoch)``, so the batches of epoch ``e``
-    are the same whatever happened before (resuming needs nothing else), and every
-    process of a distributed run draws the same global batch and takes its own
-    slice of it. The last incomplete batch is dropped (a batch of one breaks batch
-    norm). Test: in order, no augmentation, each process reads its own shard.
-    """
-
-    def __init__(self, data: ImageTensors, batch_size: int, *, mean, std, device, train: bool, seed: int = 0,
-                 flip: bool = True, crop_padding: int = 4, rank: int = 0, world_size: int = 1,
-                 channels_last: bool = False):
-        self.device = torch.device(device)
-        self.train = train
-        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
-        self.local_batch = batch_size // world_size
-        self.seed, self.epoch = seed, 0
-        self.flip, self.crop_padding = flip, crop_padding
-        self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
-        self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        if train:
-            self.images, self.labels = data.images.to(self.device), data.labels.to(self.device)
-            if len(self) == 0:
-                raise ValueError(f"{len(data)} training images make no complete batch of {batch_size}")
-        else:  # a contiguous shard per process; the metrics are summed across processes
-            shard = torch.arange(len(data)).tensor_split(world_size)[rank]
-            self.images, self.labels = data.images[shard].to(self.device), data.labels[shard].to(self.device)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        n = self.images.shape[0]
-        return n // self.batch_size if self.train else -(-n // self.local_batch)
-
-    def __iter__(self):
-        n = self.images.shape[0]
-        if not self.train:
-            for start in range(0, n, self.local_batch):
-                end = start + self.local_batch
-                yield normalize(self.images[start:end], self.mean, self.std, self.memory_format), self.labels[start:end]
-            return
-        generator = torch.Generator(device=self.device).manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(n, device=self.device, generator=generator)
-        offsets = torch.randint(0, 2 * self.crop_padding + 1, (2, n), device=self.device, generator=generator)
-        flips = torch.rand(n, device=self.device, generator=generator) < 0.5
-        flips &= self.flip
-        for i in range(len(self)):
-            start = i * self.batch_size + self.rank * self.local_batch  # this process's slice of global batch i
-            index = order[start : start + self.local_batch]
-            images = random_crop_flip(self.images[index], offsets[0, index], offsets[1, index], flips[index],
-                                      self.crop_padding)
-            yield normalize(images, self.mean, self.std, self.memory_format), self.labels[index]
-
-
-class DeviceLoader:
-    """A DataLoader for image folders: workers decode and augment on the CPU and
-    return uint8 batches, which are sent to the device (pinned, asynchronously) and
-    normalised there. Training samples are drawn by a DistributedSampler seeded by
-    ``(seed, epoch)`` (also in a single process, so that order never depends on
-    what ran before); test images are read in order, a contiguous shard per process."""
-
-    def __init__(self, dataset, batch_size: int, *, mean, std, device, train: bool, seed: int = 0, workers: int = 4,
-                 rank: int = 0, world_size: int = 1, channels_last: bool = False):
-        from torch.utils.data import DataLoader, DistributedSampler, Subset
-
-        self.device = torch.device(device)
-        self.sampler = None
-        if train:
-            self.sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, seed=seed, drop_last=True)
-        else:
-            dataset = Subset(dataset, torch.arange(len(dataset)).tensor_split(world_size)[rank].tolist())
-        self.loader = DataLoader(dataset, batch_size // world_size, sampler=self.sampler, num_workers=workers,
-                                 pin_memory=self.device.type == "cuda", drop_last=train,
-                                 persistent_workers=workers > 0)
-        self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
-        self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-
-    def set_epoch(self, epoch: int) -> None:
-        if self.sampler is not None:
-            self.sampler.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self):
-        for images, labels in self.loader:
-            images = images.as_subclass(Tensor).to(self.device, non_blocking=True)
-            yield normalize(images, self.mean, self.std, self.memory_format), labels.to(self.device, non_blocking=True)
