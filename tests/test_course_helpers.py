@@ -1,5 +1,7 @@
 """The regime switch and the exercise checkers the notebooks rely on."""
 
+import re
+
 import pytest
 import torch
 
@@ -87,3 +89,23 @@ def test_measured_strides_checker_refuses_reading_feature_info():
 
     with pytest.raises(ValueError, match="feature_info is hidden"):
         check_measured_strides(lambda model, size: [info.stride for info in model.feature_info], models=("resnet18",))
+
+
+def test_answers_are_read_as_what_the_question_asks_for():
+    from minibones.exercises.answers import as_number, as_whole_number, as_whole_numbers, number_returned
+
+    assert as_whole_number(27.0, "the field") == 27 and type(as_whole_number(27.0, "the field")) is int
+    assert as_number(3, "the ratio") == 3.0 and as_whole_numbers([2, 4.0], "the strides") == (2, 4)
+    for wrong in (27.5, True, "27", None, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match=f"give the field as a whole number, got {re.escape(repr(wrong))}"):
+            as_whole_number(wrong, "the field")
+    for wrong in ("0.5", False, (0.5,)):
+        with pytest.raises(ValueError, match="give the ratio as a number"):
+            as_number(wrong, "the ratio")
+    for wrong in ((1, 2), (1, 2, 3.5), "1, 2, 3", 3):
+        with pytest.raises(ValueError, match=r"give \(C, H, W\) as a tuple of 3 whole numbers"):
+            as_whole_numbers(wrong, "(C, H, W)", count=3)
+    # what a learner's function returns: a one-element tensor is a number, anything else is None
+    assert number_returned(torch.tensor(0.25)) == 0.25 and number_returned(torch.tensor([[5]]), whole=True) == 5
+    assert [number_returned(v) for v in (torch.ones(2), "1", True, None)] == [None] * 4
+    assert number_returned(5.0, whole=True) is None and number_returned(torch.tensor(5.0), whole=True) is None

@@ -73,7 +73,7 @@ def test_efficientnet_checkers_reject_malformed_input():
         check_scaled_stage((272, 8), model="efficientnet_b4", stage="stage9")
     with pytest.raises(ValueError, match="EfficientNet"):
         check_scaled_stage((272, 8), model="resnet50", stage="stage6")
-    with pytest.raises(ValueError, match="two whole numbers"):
+    with pytest.raises(ValueError, match="tuple of 2 whole numbers"):
         check_scaled_stage(272, model="efficientnet_b4", stage="stage6")
     with pytest.raises(ValueError, match="no residual"):
         check_drop_path(0.1, model="efficientnet_b0", block=15)  # stage7's only block changes the width

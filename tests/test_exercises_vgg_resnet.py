@@ -105,7 +105,7 @@ def test_vgg_checkers_refuse_malformed_questions():
         check_parameter_share(1, model="vgg16", part="tail")
     with pytest.raises(ValueError, match="positive whole number"):
         check_conv_stack_parameters(1, convs=0, channels=64)
-    with pytest.raises(ValueError, match="must be a number"):
+    with pytest.raises(ValueError, match="as a whole number"):
         check_conv_stack_parameters("many", convs=3, channels=64)
 
 

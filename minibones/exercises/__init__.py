@@ -4,7 +4,8 @@ Each checker computes the true answer from the library itself (never from a
 stored table), says whether the learner's answer is right, and if not gives a
 hint rather than the answer. The checkers shared by several notebooks live
 here; those of one notebook live in a module named after its topic
-(``minibones.exercises.vgg`` for notebook 01, and so on).
+(``minibones.exercises.vgg`` for notebook 01, and so on). All of them read the
+learner's answer, and print their verdict, through :mod:`minibones.exercises.answers`.
 """
 
 from __future__ import annotations
@@ -13,25 +14,7 @@ import torch
 
 import minibones
 from minibones.backbone import count_parameters
-
-
-def positive_int(value, what: str) -> int:
-    """``value`` if it is a whole number of at least 1 (a size, a count), else a clear error."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{what} must be a positive whole number, got {value!r}")
-    return value
-
-
-def as_number(answer, what: str) -> float:
-    """A learner's numeric answer as a float; anything else (a string, a tuple) gets a clear error."""
-    if isinstance(answer, bool) or not isinstance(answer, (int, float)):
-        raise ValueError(f"give {what} as a number, got {answer!r}")
-    return float(answer)
-
-
-def verdict(correct: bool, hint: str) -> None:
-    """Print the one-line verdict every checker gives: "correct", or "not yet: <hint>"."""
-    print("correct" if correct else f"not yet: {hint}")
+from minibones.exercises.answers import as_function, as_whole_number, as_whole_numbers, verdict
 
 
 @torch.no_grad()
@@ -44,9 +27,7 @@ def check_stage_shape(answer: tuple[int, ...], model: str, stage: str, image_siz
     index = names.index(stage)
     truth = tuple(net.forward_stages(torch.zeros(1, 3, *image_size))[index].shape[1:])
     info = net.feature_info[index]
-    answer = tuple(answer)
-    if len(answer) != 3:
-        return verdict(False, "give three numbers: (channels, height, width)")
+    answer = as_whole_numbers(answer, "(channels, height, width)", count=3)
     if answer[0] != truth[0]:
         return verdict(False, "look at the channels in model.feature_info")
     hint = (f"{stage} sits at stride {info.stride}: divide height and width by it "
@@ -59,8 +40,9 @@ def check_parameter_count(answer: int, model: str, module: str = "") -> None:
     net = minibones.create_model(model)
     truth = count_parameters(net.get_submodule(module) if module else net)
     where = f"{model}.{module}" if module else model
-    return verdict(int(answer) == truth, f"count weights and biases of every layer in {where}; "
-                    "a Linear(a, b) has a*b + b, a Conv2d(a, b, k) without bias has a*b*k*k")
+    answer = as_whole_number(answer, "the number of parameters")
+    return verdict(answer == truth, f"count weights and biases of every layer in {where}; "
+                   "a Linear(a, b) has a*b + b, a Conv2d(a, b, k) without bias has a*b*k*k")
 
 
 def check_receptive_field(answer: int, layers: list[tuple[int, int]]) -> None:
@@ -68,11 +50,9 @@ def check_receptive_field(answer: int, layers: list[tuple[int, int]]) -> None:
 
     r grows by (k - 1) times the product of all earlier strides (the 'jump').
     """
-    size, jump = 1, 1
-    for kernel, stride in layers:
-        size += (kernel - 1) * jump
-        jump *= stride
-    return verdict(int(answer) == size, "start from 1; each layer adds (kernel - 1) x (product of the strides before it)")
+    answer = as_whole_number(answer, "the receptive field")
+    return verdict(answer == receptive_field_of(layers),
+                   "start from 1; each layer adds (kernel - 1) x (product of the strides before it)")
 
 
 def receptive_field_of(layers: list[tuple[int, int]]) -> int:
@@ -91,8 +71,7 @@ def check_receptive_field_function(function) -> None:
     It is tried on the stems of the course's backbones and on 200 random stacks, so a function that
     only knows one answer does not pass.
     """
-    if not callable(function):
-        raise ValueError(f"pass your function itself, e.g. check_receptive_field_function(receptive_field), got {function!r}")
+    as_function(function, "check_receptive_field_function(receptive_field)")
     generator = torch.Generator().manual_seed(0)
     cases = [[], [(3, 1)], [(7, 2), (3, 2)], [(3, 2), (3, 1), (3, 2), (3, 1)], [(1, 1), (1, 2), (1, 1)]]
     for _ in range(200):
@@ -115,8 +94,7 @@ def check_receptive_field_function(function) -> None:
 def check_measured_strides(function, models: tuple[str, ...] = ("resnet18", "efficientnet_lite0", "vgg11", "vit_b_16")) -> None:
     """Does ``function(model, size)`` measure each stage's stride from the shapes of ``forward_stages``,
     as ``feature_info`` states them? Tried on several families (ViT's stages all share one stride)."""
-    if not callable(function):
-        raise ValueError(f"pass your function itself, e.g. check_measured_strides(measured_strides), got {function!r}")
+    as_function(function, "check_measured_strides(measured_strides)")
     for name in models:
         net = minibones.create_model(name).eval()
         size = 224

@@ -11,7 +11,6 @@ wrong, recognise the usual mistakes to say which one it is.
 
 from __future__ import annotations
 
-from numbers import Real
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -19,21 +18,9 @@ import torch
 from torch import Tensor, nn
 
 import minibones
-from minibones.exercises import verdict
+from minibones.exercises.answers import (as_function, as_number, as_whole_number, as_whole_numbers, number_returned,
+                                        verdict)
 from minibones.viz import DEFAULT_METHODS, METHODS, attribute
-
-
-def _number(answer) -> float:
-    if isinstance(answer, bool) or not isinstance(answer, Real):
-        raise ValueError(f"give one number, got {answer!r}")
-    return float(answer)
-
-
-def _pair(answer, what: str) -> tuple[int, int]:
-    if (not isinstance(answer, (tuple, list)) or len(answer) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) for v in answer)):
-        raise ValueError(f"give {what} as a tuple of two integers, got {answer!r}")
-    return int(answer[0]), int(answer[1])
 
 
 def refused_methods(model: nn.Module, size: int | None = None) -> set[str]:
@@ -91,7 +78,7 @@ def check_occlusion_evaluations(answer: int, image_size: int = 32, window: int =
     price grows with the square of image size over stride; that is why the notebooks use large
     strides.
     """
-    answer = _number(answer)
+    answer = as_whole_number(answer, "the number of occluded images")
     if image_size < 1 or not 1 <= window <= image_size:
         raise ValueError(f"need 1 <= window <= image_size, got window={window}, image_size={image_size}")
     truth = occluded_images(image_size, window)
@@ -108,7 +95,7 @@ def check_gradcam_grid(answer: Sequence[int], model: str = "resnet50", stage: st
     Why: Grad-CAM is exactly as sharp as the stage it reads; choosing an earlier stage trades
     class-specificity for resolution (Selvaraju et al. 2017, section 3).
     """
-    answer = _pair(answer, "(height, width)")
+    answer = as_whole_numbers(answer, "the grid (height, width)", count=2)
     with torch.device("meta"):
         net = minibones.create_model(model).eval()
         names = [info.name for info in net.feature_info]
@@ -128,7 +115,7 @@ def check_integrated_gradients_total(answer: float, model: nn.Module, x: Tensor,
     of two scores of the model, so a map can be checked by adding it up; the notebook reports
     the gap as the convergence ``delta``.
     """
-    answer = _number(answer)
+    answer = as_number(answer, "the total")
     if not isinstance(x, Tensor) or x.ndim != 4 or x.shape[:2] != (1, 3):
         raise ValueError(f"x must be one normalised image shaped (1, 3, H, W), got {getattr(x, 'shape', x)!r}")
     model.eval()
@@ -164,8 +151,7 @@ def check_saliency(function, model: nn.Module, x: Tensor, target: int) -> None:
     mistakes (no absolute value, a sum over colours, the probability instead of the score,
     gradients left on the model's parameters) are recognised and named.
     """
-    if not callable(function):
-        raise ValueError(f"give your function itself (my_saliency, without brackets), got {function!r}")
+    as_function(function, "check_saliency(my_saliency, model, x, target)")
     if not isinstance(x, Tensor) or x.ndim != 4 or x.shape[:2] != (1, 3):
         raise ValueError(f"x must be one normalised image shaped (1, 3, H, W), got {getattr(x, 'shape', x)!r}")
     model.eval()
@@ -225,8 +211,7 @@ def check_deletion_auc(function, model: nn.Module, x: Tensor, target: int, steps
     ``function`` is random in float64, so that no two pixels tie (with ties, the order, and so
     the curve, would depend on the sorting algorithm).
     """
-    if not callable(function):
-        raise ValueError(f"give your function itself (my_deletion_auc, without brackets), got {function!r}")
+    as_function(function, "check_deletion_auc(my_deletion_auc, model, x, target)")
     if not isinstance(x, Tensor) or x.ndim != 4 or x.shape[:2] != (1, 3):
         raise ValueError(f"x must be one normalised image shaped (1, 3, H, W), got {getattr(x, 'shape', x)!r}")
     from minibones.viz.sanity import deletion_insertion
@@ -237,11 +222,9 @@ def check_deletion_auc(function, model: nn.Module, x: Tensor, target: int, steps
     answer, problem = _run_learner(function, model, x.detach().clone(), ranking.clone(), target, steps)
     if problem:
         return verdict(False, problem)
-    if isinstance(answer, Tensor) and answer.numel() == 1:
-        answer = float(answer)
-    if isinstance(answer, bool) or not isinstance(answer, Real):
+    if (number := number_returned(answer)) is None:
         return verdict(False, f"return one number (the area), not a {type(answer).__name__}")
-    answer = float(answer)
+    answer = float(number)
     if abs(answer - truth.deletion_auc) <= 1e-4:
         return verdict(True, "")
     reversed_order = deletion_insertion(model, x, -ranking, target, steps=steps).deletion_auc

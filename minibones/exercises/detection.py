@@ -13,13 +13,7 @@ from __future__ import annotations
 import torch
 
 import minibones
-from minibones.exercises import as_number, verdict
-
-
-def _function(function, example: str):
-    if not callable(function):
-        raise ValueError(f"pass your function itself, e.g. {example}, got {function!r}")
-    return function
+from minibones.exercises.answers import as_function, as_number, verdict
 
 
 def check_centerness_function(function) -> None:
@@ -28,7 +22,7 @@ def check_centerness_function(function) -> None:
     (centre-ness 1) and locations next to a side."""
     from minibones.detection import centerness_target
 
-    _function(function, "check_centerness_function(centerness)")
+    as_function(function, "check_centerness_function(centerness)")
     generator = torch.Generator().manual_seed(0)
     ltrb = torch.rand(500, 4, generator=generator) * 60 + 0.5
     ltrb = torch.cat([ltrb, torch.tensor([[10.0, 10.0, 10.0, 10.0], [0.5, 20.0, 39.5, 20.0], [7.0, 1.0, 7.0, 30.0]])])
@@ -60,7 +54,7 @@ def check_level_function(function) -> None:
     fall exactly on a boundary, which FCOS gives to no level, are not asked."""
     from minibones.detection import Locations
 
-    _function(function, "check_level_function(level_for)")
+    as_function(function, "check_level_function(level_for)")
     generator = torch.Generator().manual_seed(0)
     for strides in ([8, 16, 32, 64, 128], [4, 8, 16, 32], [8, 16, 32], [16, 32, 64, 128]):
         locations = Locations(torch.zeros(len(strides), 2), torch.tensor(strides, dtype=torch.float32), [1] * len(strides))

@@ -14,7 +14,7 @@ import torch
 
 import minibones
 from minibones.backbone import count_parameters
-from minibones.exercises import as_number, positive_int, verdict
+from minibones.exercises.answers import as_function, as_number, as_whole_numbers, positive_int, verdict
 from minibones.layers import DropPath
 from minibones.models.efficientnet import ALPHA, B0_STAGES, BETA, EFFICIENTNET_B, GAMMA, MBConv
 
@@ -61,9 +61,7 @@ def check_scaled_stage(answer: tuple[int, int], model: str = "efficientnet_b4", 
     last = blocks[-1]
     out_channels = (last.project if "project" in last.parts else last.fused).conv.out_channels
     truth = (out_channels, len(blocks))
-    if not isinstance(answer, (tuple, list)) or len(answer) != 2:
-        raise ValueError(f"give two whole numbers: (output channels, number of blocks), got {answer!r}")
-    answer = tuple(int(as_number(a, "channels and blocks")) for a in answer)
+    answer = as_whole_numbers(answer, "(output channels, number of blocks)", count=2)
     if answer[0] != truth[0]:
         return verdict(False, "multiply B0's output channels (B0_STAGES) by the width in EFFICIENTNET_B, "
                        "then round with make_divisible (nearest multiple of 8, never 10% below)")
@@ -129,8 +127,7 @@ def check_round_filters(round_filters) -> None:
     is told which rule it breaks: the result must be a whole multiple of 8, the *nearest* one (not
     always down, not always up), at least 8, and never more than 10% below channels x width.
     """
-    if not callable(round_filters):
-        raise ValueError(f"give a function round_filters(channels, width) -> int, got {round_filters!r}")
+    as_function(round_filters, "check_round_filters(round_filters)")
     for channels, width, truth in _round_filters_cases():
         got = round_filters(channels, width)
         if isinstance(got, bool) or not isinstance(got, int):

@@ -12,14 +12,13 @@ function on many cases, so a function that only knows one answer does not pass.
 
 from __future__ import annotations
 
-from numbers import Integral
 from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
 import minibones
-from minibones.exercises import verdict
+from minibones.exercises.answers import as_function, as_whole_number, as_whole_numbers, number_returned, verdict
 from minibones.viz import ReceptiveField, crop_field, erf_extent, receptive_fields
 
 RECURRENCE = "each layer adds (kernel - 1) x jump, the jump being the product of the strides before it"
@@ -40,20 +39,6 @@ def _stage_field(model: str, stage: str) -> ReceptiveField:
     return field
 
 
-def _integers(answer, count: int, what: str) -> tuple[int, ...]:
-    if not isinstance(answer, (tuple, list)) or len(answer) != count or not all(
-        isinstance(v, Integral) and not isinstance(v, bool) for v in answer
-    ):
-        raise ValueError(f"give {what} as a tuple of {count} integers, got {answer!r}")
-    return tuple(int(v) for v in answer)
-
-
-def _integer(answer) -> int:
-    if isinstance(answer, bool) or not isinstance(answer, Integral):
-        raise ValueError(f"give the receptive field as one integer (pixels), got {answer!r}")
-    return int(answer)
-
-
 def check_unit_region(answer: Sequence[int], model: str = "resnet18", stage: str = "conv3_x",
                       unit: tuple[int, int] = (2, 3)) -> None:
     """Is ``answer`` the (top, left, bottom, right) input pixels that ``unit`` of ``stage`` sees?
@@ -62,7 +47,7 @@ def check_unit_region(answer: Sequence[int], model: str = "resnet18", stage: str
     anchor, the patches of Zeiler & Fergus). Unit ``i`` starts at ``i * stride - padding`` and
     spans ``size`` pixels, inclusive, before clipping to the image.
     """
-    top, left, bottom, right = _integers(answer, 4, "(top, left, bottom, right)")
+    top, left, bottom, right = as_whole_numbers(answer, "the box (top, left, bottom, right)", count=4)
     field = _stage_field(model, stage)
     truth = field.region(*unit)
     if (bottom - top + 1, right - left + 1) != tuple(field.size):
@@ -81,10 +66,10 @@ def check_dilated_receptive_field(answer: int, layers: Sequence[tuple[int, int, 
     striding, so a segmentation network keeps its resolution. A dilated kernel spans
     ``d (k - 1) + 1`` pixels; the truth comes from running the stack through the library's tracer.
     """
-    answer = _integer(answer)
+    answer = as_whole_number(answer, "the receptive field (in pixels)")
     convs = []
     for layer in layers:
-        kernel, stride, dilation = _integers(layer, 3, "each layer as (kernel, stride, dilation)")
+        kernel, stride, dilation = as_whole_numbers(layer, "each layer (kernel, stride, dilation)", count=3)
         if min(kernel, stride, dilation) < 1:
             raise ValueError(f"kernel, stride and dilation must be positive, got {layer!r}")
         convs.append(nn.Conv2d(3, 3, kernel, stride, padding=dilation * (kernel - 1) // 2, dilation=dilation))
@@ -102,7 +87,7 @@ def check_stage_receptive_field(answer: int, model: str = "resnet34", stage: str
     Why: walking the layers by hand is the only way to see where a field grows fast (after
     the strides) and where it barely grows (the first layers).
     """
-    answer = _integer(answer)
+    answer = as_whole_number(answer, "the receptive field (in pixels)")
     truth = _stage_field(model, stage).size[0]
     if answer < truth:
         hint = (f"too small: include every conv and pooling layer on the longest path from the image to the end "
@@ -136,8 +121,7 @@ def check_receptive_patch(function) -> None:
     the clipping matters at the border, where a deep unit's field reaches far past the image.
     Tried on the fields of two families at several picture sizes, at the centre and at every border.
     """
-    if not callable(function):
-        raise ValueError(f"pass your function itself, e.g. check_receptive_patch(receptive_patch), got {function!r}")
+    as_function(function, "check_receptive_patch(receptive_patch)")
     for picture, field, i, j in _patch_cases():
         truth = crop_field(picture, field, i, j)
         answer = function(picture.clone(), field, i, j)
@@ -186,15 +170,12 @@ def check_erf_extent(function) -> None:
     Why: an effective receptive field has no edge, so "how big is it" needs a rule; this is the
     one notebook 07 uses to compare trained and random networks.
     """
-    if not callable(function):
-        raise ValueError(f"pass your function itself, e.g. check_erf_extent(erf_square), got {function!r}")
+    as_function(function, "check_erf_extent(erf_square)")
     for erf, mass, centre in _erf_cases():
         truth = erf_extent(erf, mass, centre)
-        answer = function(erf.clone(), mass, centre)
-        if isinstance(answer, Tensor) and answer.numel() == 1:
-            answer = answer.item()
-        if isinstance(answer, bool) or not isinstance(answer, Integral):
-            return verdict(False, f"return the side as a whole number of pixels, got {answer!r}")
+        returned = function(erf.clone(), mass, centre)
+        if (answer := number_returned(returned, whole=True)) is None:
+            return verdict(False, f"return the side as a whole number of pixels, got {returned!r}")
         where = f"for a {tuple(erf.shape)} field centred on {centre} and mass {mass}"
         if answer == truth:
             continue

@@ -12,7 +12,8 @@ import torch
 
 import minibones
 from minibones.backbone import count_parameters
-from minibones.exercises import verdict
+from minibones.exercises.answers import (as_function, as_number, as_whole_number, as_whole_numbers, number_returned,
+                                        verdict)
 
 
 def _pyramid(backbone: str, out_channels: int = 256):
@@ -25,14 +26,6 @@ def _pyramid(backbone: str, out_channels: int = 256):
         return PyramidBackbone(minibones.create_model(backbone), out_channels).eval()
 
 
-def _integers(answer, count: int | None, what: str) -> tuple[int, ...]:
-    if not isinstance(answer, (tuple, list)) or not all(isinstance(a, int) and not isinstance(a, bool) for a in answer):
-        raise ValueError(f"give {what} as a tuple of integers, got {answer!r}")
-    if count is not None and len(answer) != count:
-        raise ValueError(f"give {count} numbers for {what}, got {len(answer)}")
-    return tuple(answer)
-
-
 def check_pyramid_shape(answer: tuple[int, int, int], backbone: str = "resnet50", level: int = 0,
                         image_size: tuple[int, int] = (320, 480), out_channels: int = 256) -> None:
     """Is ``answer`` the (C, H, W) of pyramid level ``level`` (0 = finest) for an image of ``image_size``?
@@ -40,7 +33,7 @@ def check_pyramid_shape(answer: tuple[int, int, int], backbone: str = "resnet50"
     Why it matters: a neck's output is what every head is designed against; its width is
     the neck's choice, its resolution the backbone's stride at that level.
     """
-    answer = _integers(answer, 3, "(channels, height, width)")
+    answer = as_whole_numbers(answer, "(channels, height, width)", count=3)
     pyramid = _pyramid(backbone, out_channels)
     if not 0 <= level < len(pyramid.strides):
         raise ValueError(f"{backbone}'s pyramid has levels 0 to {len(pyramid.strides) - 1}, got {level}")
@@ -61,9 +54,8 @@ def check_fpn_parameters(answer: int, in_channels: tuple[int, ...] = (64, 128, 2
     """
     from minibones.neck import FPN
 
-    if isinstance(answer, bool) or not isinstance(answer, int):
-        raise ValueError(f"give a parameter count as an integer, got {type(answer).__name__}")
-    _integers(in_channels, None, "in_channels")
+    answer = as_whole_number(answer, "the number of parameters")
+    in_channels = as_whole_numbers(in_channels, "in_channels")
     truth = count_parameters(FPN(list(in_channels), out_channels))
     return verdict(answer == truth, "per level: a 1x1 lateral conv c -> d with bias (c*d + d) and a 3x3 output conv "
                    "d -> d with bias (9*d*d + d); add them up over the levels")
@@ -76,7 +68,7 @@ def check_pyramid_strides(answer: list[int], backbone: str = "vit_b_32") -> None
     stride); a plain ViT has a single stride, and ViTDet's simple pyramid builds levels
     from a quarter of it to twice it.
     """
-    answer = _integers(answer, None, "the strides")
+    answer = as_whole_numbers(answer, "the strides")
     truth = tuple(_pyramid(backbone).strides)
     return verdict(answer == truth, f"look at {backbone}'s feature_info: if its stages have several strides the FPN reads "
                    "the last stage at each of the four coarsest; if they all share one stride s, the levels are "
@@ -92,8 +84,7 @@ def check_mean_iou(answer: float, predicted: torch.Tensor, target: torch.Tensor,
     """
     from minibones.neck import mean_iou
 
-    if isinstance(answer, bool) or not isinstance(answer, (int, float)):
-        raise ValueError(f"give the mean IoU as a number between 0 and 1, got {type(answer).__name__}")
+    answer = as_number(answer, "the mean IoU (between 0 and 1)")
     if not isinstance(predicted, torch.Tensor) or not isinstance(target, torch.Tensor) or predicted.shape != target.shape:
         raise ValueError("predicted and target must be integer tensors of the same shape")
     if predicted.ndim == 2:  # a single (H, W) map
@@ -115,8 +106,7 @@ def check_mean_iou_function(function, num_classes: int = 4) -> None:
     """
     from minibones.neck import mean_iou
 
-    if not callable(function):
-        raise ValueError(f"pass your function itself, e.g. check_mean_iou_function(my_mean_iou), got {function!r}")
+    as_function(function, "check_mean_iou_function(my_mean_iou)")
     generator = torch.Generator().manual_seed(0)
     for case in range(50):
         height, width = (int(v) for v in torch.randint(2, 9, (2,), generator=generator))
@@ -127,10 +117,9 @@ def check_mean_iou_function(function, num_classes: int = 4) -> None:
             truth[truth == 1] = 0  # class 1 only in the prediction
         logits = torch.nn.functional.one_hot(predicted, num_classes).movedim(-1, 0)[None].float()
         expected = mean_iou(logits, truth[None], num_classes)
-        answer = function(predicted.clone(), truth.clone(), num_classes)
-        answer = float(answer) if isinstance(answer, torch.Tensor) and answer.numel() == 1 else answer
-        if isinstance(answer, bool) or not isinstance(answer, (int, float)):
-            return verdict(False, f"return one number (a fraction between 0 and 1), got {type(answer).__name__}")
+        returned = function(predicted.clone(), truth.clone(), num_classes)
+        if (answer := number_returned(returned)) is None:
+            return verdict(False, f"return one number (a fraction between 0 and 1), got {type(returned).__name__}")
         if abs(answer - expected) > 1e-6:
             hint = ("give a fraction between 0 and 1, not a percentage" if answer > 1 else
                     f"on a {height} x {width} pair your function gave {answer:.4f}, the library {expected:.4f}: "

@@ -19,7 +19,7 @@ import math
 import torch
 
 import minibones
-from minibones.exercises import verdict
+from minibones.exercises.answers import as_function, as_number, as_whole_number, verdict
 
 
 def _model(name: str, **kwargs):
@@ -35,19 +35,13 @@ def _stage(net, stage: str) -> int:
     return names.index(stage)
 
 
-def _number(answer, what: str) -> float:
-    if isinstance(answer, bool) or not isinstance(answer, (int, float)):
-        raise ValueError(f"give {what} as a number, got {type(answer).__name__}")
-    return float(answer)
-
-
 def check_linear_probe_parameters(answer: int, model: str = "resnet18", num_classes: int = 5) -> None:
     """Is ``answer`` the number of parameters a linear probe of ``model`` trains on ``num_classes`` classes?
 
     Why it matters: a linear probe learns only the new classifier, so its cost (and
     its risk of over-fitting a small dataset) is tiny whatever the backbone's size.
     """
-    answer = _number(answer, "a parameter count")
+    answer = as_whole_number(answer, "the number of parameters")
     from minibones.transfer import freeze
 
     net = _model(model)
@@ -65,7 +59,7 @@ def check_stage_learning_rate(answer: float, model: str = "resnet18", stage: str
     Why it matters: discriminative fine-tuning moves the early, generic stages least;
     knowing the rule lets you choose ``decay`` instead of trusting it.
     """
-    answer = _number(answer, "a learning rate")
+    answer = as_number(answer, "the learning rate")
     from minibones.transfer import param_groups
 
     net = _model(model)
@@ -85,7 +79,7 @@ def check_gmacs(answer: float, model: str = "resnet18", image_size: int = 160) -
     positions, so halving the side divides it by about four; only the classifier does
     not scale.
     """
-    answer = _number(answer, "GMACs")
+    answer = as_number(answer, "the GMACs")
     from minibones.compare import count_flops
 
     net = _model(model)
@@ -160,8 +154,7 @@ def check_port(port) -> None:
     """
     from minibones.porting import rename
 
-    if not callable(port):
-        raise ValueError(f"give your function itself, port, not {type(port).__name__}")
+    as_function(port, "check_port(port)")
     for what, state_dict, name_map, expected in _port_cases():
         given = dict(state_dict)
         got = port(given, name_map)
@@ -201,8 +194,7 @@ def check_linear_probe(fit_probe, features: torch.Tensor, labels: torch.Tensor,
     """
     from minibones.transfer import accuracy, labelled_subset, linear_probe
 
-    if not callable(fit_probe):
-        raise ValueError(f"give your function itself, fit_probe, not {type(fit_probe).__name__}")
+    as_function(fit_probe, "check_linear_probe(fit_probe, features, labels, test_features, test_labels)")
     if features.ndim != 2 or test_features.ndim != 2 or len(features) != len(labels):
         raise ValueError("give the (N, D) training features, their (N,) labels, and the test features and labels "
                          "of section 5: features, train_labels, test_features, test_labels")

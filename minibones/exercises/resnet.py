@@ -11,17 +11,11 @@ import torch
 from torch import nn
 
 from minibones.backbone import ModelConfig, count_parameters
-from minibones.exercises import positive_int, verdict
+from minibones.exercises.answers import as_function, as_whole_number, positive_int, verdict
 from minibones.models.resnet import PAPER, BasicBlock, Bottleneck, ProjectionShortcut, ResNet, ZeroPadShortcut
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 SHORTCUTS = {"identity": None, "zero-pad": ZeroPadShortcut, "projection": ProjectionShortcut}
-
-
-def _whole_number(answer) -> int:
-    if isinstance(answer, bool) or not isinstance(answer, (int, float)) or answer != int(answer):
-        raise ValueError(f"the answer must be a whole number, got {type(answer).__name__} {answer!r}")
-    return int(answer)
 
 
 def weighted_layers(model: nn.Module) -> int:
@@ -45,7 +39,7 @@ def check_blocks_per_stage(answer: int, depth: int) -> None:
     depth is the one thing that changes.
     """
     depth = positive_int(depth, "depth")
-    answer = _whole_number(answer)
+    answer = as_whole_number(answer, "the number of blocks per stage")
     if answer < 1:
         return verdict(False, "every stage has at least one block; each block has two 3x3 convs, and the "
                               "network adds a stem conv and a fully connected layer")
@@ -70,7 +64,7 @@ def check_block_parameters(answer: int, block: str, in_channels: int, channels: 
         raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {block!r}")
     in_channels = positive_int(in_channels, "in_channels")
     channels = positive_int(channels, "channels")
-    answer = _whole_number(answer)
+    answer = as_whole_number(answer, "the number of parameters")
     module = BLOCKS[block](in_channels, channels)
     truth = count_parameters(module)
     shortcut = count_parameters(module.shortcut)
@@ -95,7 +89,7 @@ def check_shortcut_parameters(answer: int, kind: str, in_channels: int, out_chan
     in_channels = positive_int(in_channels, "in_channels")
     out_channels = positive_int(out_channels, "out_channels")
     stride = positive_int(stride, "stride")
-    answer = _whole_number(answer)
+    answer = as_whole_number(answer, "the number of parameters")
     if SHORTCUTS[kind] is None:
         if in_channels != out_channels or stride != 1:
             raise ValueError("an identity shortcut needs in_channels == out_channels and stride 1")
@@ -132,8 +126,7 @@ def check_gradient_norms(gradient_norms) -> None:
     Why: a gradient-norm profile is the measurement behind section 4 of notebook 02 (and
     He et al.'s section 4.1); it is only meaningful per layer, per batch, in depth order.
     """
-    if not callable(gradient_norms):
-        raise ValueError(f"pass your function itself (gradient_norms, not gradient_norms(...)), got {gradient_norms!r}")
+    as_function(gradient_norms, "check_gradient_norms(gradient_norms)")
     config = ModelConfig(name="tiny_resnet", reference="none", paper=PAPER)
     torch.manual_seed(0)
     model = ResNet(BasicBlock, (1, 1), config, num_classes=5, widths=(4, 8), stem="imagenet").train()

@@ -16,14 +16,8 @@ from torch import nn
 
 import minibones
 from minibones.backbone import count_parameters
-from minibones.exercises import positive_int, verdict
+from minibones.exercises.answers import as_function, as_number, as_whole_number, number_returned, positive_int, verdict
 from minibones.models.vgg import VGG, VGGConv
-
-
-def _number(answer, what: str = "the answer") -> float:
-    if isinstance(answer, bool) or not isinstance(answer, (int, float)):
-        raise ValueError(f"{what} must be a number, got {type(answer).__name__} {answer!r}")
-    return float(answer)
 
 
 def _meta_vgg(model: str) -> VGG:
@@ -44,7 +38,7 @@ def check_conv_stack_parameters(answer: int, convs: int, channels: int) -> None:
     """
     convs = positive_int(convs, "convs")
     channels = positive_int(channels, "channels")
-    answer = _number(answer)
+    answer = as_whole_number(answer, "the number of parameters")
     stack = nn.Sequential(*[VGGConv(channels, channels, batch_norm=False) for _ in range(convs)])
     truth = count_parameters(stack)
     if answer == convs * 9 * channels * channels:
@@ -80,7 +74,7 @@ def check_layer_receptive_field(answer: int, model: str, layer: str) -> None:
 
     net = _meta_vgg(model)
     path = _vgg_layer(net, layer)
-    answer = _number(answer)
+    answer = as_whole_number(answer, "the receptive field (in pixels)")
     (row,) = receptive_fields(net, 224, layers=[path])
     truth = row.size[0]
     hint = ("start from 1; a 3x3 conv adds 2 x jump, a 2x2 pool adds 1 x jump and then doubles the jump "
@@ -120,14 +114,12 @@ def check_conv_macs_function(function) -> None:
     """
     from minibones.compare import count_macs
 
-    if not callable(function):
-        raise ValueError(f"pass your function itself, e.g. check_conv_macs_function(conv_macs), got {function!r}")
+    as_function(function, "check_conv_macs_function(conv_macs)")
     for conv, height, width in _conv_cases():
         truth = count_macs(conv, (1, conv.in_channels, height, width))
-        answer = function(conv, height, width)
-        answer = int(answer) if isinstance(answer, torch.Tensor) and answer.numel() == 1 else answer
-        if isinstance(answer, bool) or not isinstance(answer, (int, float)):
-            return verdict(False, f"return one number, got {type(answer).__name__}")
+        returned = function(conv, height, width)
+        if (answer := number_returned(returned)) is None:
+            return verdict(False, f"return one number, got {type(returned).__name__}")
         if answer == truth:
             continue
         (kh, kw), (sh, sw), (ph, pw) = conv.kernel_size, conv.stride, conv.padding
@@ -162,7 +154,7 @@ def check_parameter_share(answer: float, model: str, part: str) -> None:
         names = ["stages", "head"] + [f"head.{name}" for name, m in net.head.named_children()
                                        if isinstance(m, nn.Linear)]
         raise ValueError(f"{model} has no part {part!r}; try one of {names}") from None
-    answer = _number(answer)
+    answer = as_number(answer, "the percentage")
     if 0 < answer <= 1:
         return verdict(False, "give a percentage between 0 and 100, not a fraction")
     truth = 100 * count_parameters(module) / count_parameters(net)

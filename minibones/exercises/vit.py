@@ -13,7 +13,7 @@ import torch
 
 import minibones
 from minibones.backbone import count_parameters
-from minibones.exercises import as_number, verdict
+from minibones.exercises.answers import as_function, as_number, verdict
 from minibones.models.vit import VARIANTS
 
 
@@ -169,8 +169,7 @@ def check_vit_cost(function) -> None:
     The truth is counted on the library's ``VisionTransformer`` (:func:`measured_encoder_cost`) for
     each configuration of ``COST_CASES``; the first wrong one is named with what is wrong.
     """
-    if not callable(function):
-        raise ValueError(f"pass your function itself, e.g. check_vit_cost(vit_cost), got {function!r}")
+    as_function(function, "check_vit_cost(vit_cost)")
     for case in COST_CASES:
         truth = measured_encoder_cost(*case)
         try:

@@ -15,7 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import minibones
 from minibones.backbone import count_parameters
-from minibones.exercises import as_number, positive_int, verdict
+from minibones.exercises.answers import as_function, as_number, positive_int, verdict
 from minibones.models.xception import SeparableConv
 
 FLOWS = ("entry_flow", "middle_flow", "exit_flow")
@@ -107,8 +107,7 @@ def check_grouped_conv(function) -> None:
     function that passes ``groups`` on to a convolution is refused, since writing the split is
     the point.
     """
-    if not callable(function):
-        raise ValueError(f"pass your function itself, e.g. check_grouped_conv(grouped_conv), got {function!r}")
+    as_function(function, "check_grouped_conv(grouped_conv)")
     generator = torch.Generator().manual_seed(0)
     for c_in, c_out, groups, kernel in _grouped_cases():
         x = torch.randn(2, c_in, 7, 9, generator=generator)
