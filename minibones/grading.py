@@ -1,21 +1,19 @@
 """Grade a learner's block against the library's: is it their own work, does it compute the
 same thing, and if not, what is wrong, in words.
 
-Every autograded test of the assignments (``notebooks/assignments``) does three things:
+This module holds what each assignment grades (``A1`` to ``A5``, one :class:`Part` per block)
+and the conditions the learner's code runs in; the checks themselves live in two modules:
 
-1. **Own work** (:class:`Rules`). A block that *is* the library's class, subclasses it, holds
-   one as a child, or runs its code (``library.BasicBlock.forward(self, x)``, captum's
-   Grad-CAM) scores nothing, and the message says which of these it did. Three independent
-   looks: the class of every submodule and its bases; the names the learner's functions
-   refer to; and the code that actually runs while the learner's block is built and called
-   (``sys.setprofile`` sees every Python frame and every call into C).
-2. **Same computation**: parameters (names and shapes), outputs after copying the library's
-   weights, gradients; separate tests, so that one mistake costs once. A later block is
-   graded with the library's earlier block swapped in (:attr:`Part.swaps`).
-3. **Fair conditions**: what the learner's code writes to stderr (warnings, logging, progress
-   bars) is printed on stdout instead, because nbgrader gives no points to a test cell with
-   anything on stderr; under the autograder, memory is capped so that running out raises an
-   error in one test instead of killing the notebook (which would drop the whole submission).
+1. **Own work** (:mod:`minibones.own_work`): a block that is, subclasses, holds or runs the
+   implementation it was asked to write scores nothing, and the message says which it did.
+2. **Same computation** (:mod:`minibones.same_computation`): parameters (names and shapes),
+   outputs after copying the library's weights, gradients; separate tests, so that one mistake
+   costs once. A later block is graded with the library's earlier block swapped in
+   (:attr:`Part.swaps`).
+3. **Fair conditions** (here): what the learner's code writes to stderr (warnings, logging,
+   progress bars) is printed on stdout instead, because nbgrader gives no points to a test cell
+   with anything on stderr; under the autograder, memory is capped so that running out raises
+   an error in one test instead of killing the notebook (which would drop the whole submission).
 
 Test cells import what they call in every cell (``from minibones.grading import A1``): a
 notebook that rebinds a name (``check_module = lambda *a: None``) changes nothing.
@@ -24,415 +22,24 @@ notebook that rebinds a name (``check_module = lambda *a: None``) changes nothin
 from __future__ import annotations
 
 import contextlib
-import dis
-import functools
-import importlib.util
 import os
 import sys
 import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from minibones.backbone import count_parameters
 from minibones.layers import ConvNormAct, SqueezeExcite
 from minibones.models import efficientnet, resnet, vit, xception
-
-
-class Mismatch(AssertionError):
-    """The learner's module differs from the library's; the message says how."""
-
-
-class NotOwnWork(AssertionError):
-    """The learner's code is, contains or runs the implementation it was asked to write."""
-
-
-# --- comparing two modules ---------------------------------------------------------------
-
-
-def _shapes(module: nn.Module) -> dict[str, tuple[int, ...]]:
-    return {name: tuple(t.shape) for name, t in module.state_dict().items()}
-
-
-def count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def check_same_parameters(student: nn.Module, reference: nn.Module, what: str = "your module") -> None:
-    """Same tensors, with the same names and shapes, as the library's module."""
-    ours, theirs = _shapes(student), _shapes(reference)
-    problems = []
-    for name in sorted(set(theirs) - set(ours)):
-        layer, _, kind = name.rpartition(".")
-        if kind == "bias" and f"{layer}.weight" in ours:
-            problems.append(f"{layer} has no bias but should (bias=True)")
-        else:
-            problems.append(f"missing {name} with shape {theirs[name]}")
-    for name in sorted(set(ours) - set(theirs)):
-        layer, _, kind = name.rpartition(".")
-        if kind == "bias" and f"{layer}.weight" in theirs:
-            problems.append(f"{layer} has a bias it should not have (bias=False: a batch norm follows)")
-        else:
-            problems.append(f"unexpected {name} with shape {ours[name]} (check the attribute names)")
-    for name in sorted(set(ours) & set(theirs)):
-        if ours[name] != theirs[name]:
-            problems.append(f"{name} has shape {ours[name]}, expected {theirs[name]}")
-    if problems:
-        raise Mismatch(
-            f"{what} has {count(student):,} parameters, the library's has {count(reference):,}:\n  - "
-            + "\n  - ".join(problems)
-        )
-
-
-def copy_weights(student: nn.Module, reference: nn.Module, what: str = "your module") -> dict[str, str]:
-    """Give the student's module the library's weights; returns {student name: library name}.
-
-    By name when the names agree; otherwise in order of registration when the shapes agree
-    one by one (a naming mistake then costs the parameter test only, not the outputs too).
-    """
-    ours, theirs = student.state_dict(), reference.state_dict()
-    if list(ours) == list(theirs) or set(ours) == set(theirs):
-        names = {name: name for name in theirs}
-    elif [t.shape for t in ours.values()] == [t.shape for t in theirs.values()]:
-        names = dict(zip(ours, theirs))
-        print(f"(the parameter names of {what} differ from the library's: its weights were copied in order)")
-    else:
-        raise Mismatch(f"{what}'s parameters do not match the library's (see the parameter test), "
-                       "so its outputs cannot be compared: " + _first_difference(ours, theirs))
-    with torch.no_grad():
-        for mine, library in names.items():
-            ours[mine].copy_(theirs[library])
-    return names
-
-
-def _first_difference(ours: dict, theirs: dict) -> str:
-    for (a, x), (b, y) in zip(ours.items(), theirs.items()):
-        if x.shape != y.shape:
-            return f"yours has {a} {tuple(x.shape)} where the library has {b} {tuple(y.shape)}"
-    return f"yours has {len(ours)} tensors, the library's {len(theirs)}"
-
-
-def compare_outputs(output, expected: Tensor, x: Tensor, what: str, rtol: float, atol: float) -> None:
-    """The same shape and values; the message points at strides, widths or layer order."""
-    if not isinstance(output, Tensor):
-        raise Mismatch(f"{what} returned a {type(output).__name__}, expected a tensor")
-    if output.shape != expected.shape:
-        hint = ""
-        if output.ndim == 4 and output.shape[:2] == expected.shape[:2]:
-            hint = " The channels agree but not the height and width: check the strides."
-        elif output.ndim == 4 and output.shape[2:] == expected.shape[2:]:
-            hint = " Height and width agree but not the channels: check the output width (expansion)."
-        raise Mismatch(f"for an input of shape {tuple(x.shape)}, {what} returned shape {tuple(output.shape)}, "
-                       f"expected {tuple(expected.shape)}.{hint}")
-    if not torch.allclose(output, expected, rtol=rtol, atol=atol):
-        worst = float((output - expected).abs().max())
-        raise Mismatch(f"{what} has the right shapes but different values (largest difference {worst:.3g}): "
-                       "check the order of the layers, where the activations go, and what is added to what.")
-
-
-def check_same_output(student: nn.Module, reference: nn.Module, x: Tensor, what: str = "your module",
-                      rtol: float = 1e-5, atol: float = 1e-6) -> Tensor:
-    """After copying the weights, the same output for the same input (eval mode)."""
-    student.eval(), reference.eval()
-    with torch.no_grad():
-        expected = reference(x)
-        try:
-            output = student(x)
-        except NotImplementedError:
-            raise Mismatch(f"{what} is not implemented yet (it raised NotImplementedError)") from None
-    compare_outputs(output, expected, x, what, rtol, atol)
-    return output
-
-
-def _gradients(module: nn.Module, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-    module.train()
-    inp = x.clone().requires_grad_(True)
-    module.zero_grad(set_to_none=True)
-    out = module(inp)
-    (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()  # every output counts differently
-    return inp.grad, {n: p.grad for n, p in module.named_parameters()}
-
-
-def compare_gradients(ours: tuple, theirs: tuple, names: dict[str, str], what: str, rtol: float, atol: float) -> None:
-    (ours_x, ours_p), (theirs_x, theirs_p) = ours, theirs
-    if ours_x is None or not torch.allclose(ours_x, theirs_x, rtol=rtol, atol=atol):
-        raise Mismatch(f"{what} gives a different gradient with respect to its input: "
-                       "something in the forward pass is detached, in place, or in a different order.")
-    for mine, library in names.items():
-        if library not in theirs_p:
-            continue  # a buffer (batch-norm statistics)
-        grad = ours_p.get(mine)
-        if grad is None or not torch.allclose(grad, theirs_p[library], rtol=rtol, atol=atol):
-            raise Mismatch(f"{what}: the gradient of {mine} differs (or is missing): is {mine} used in forward?")
-
-
-def check_same_gradients(student: nn.Module, reference: nn.Module, x: Tensor, what: str = "your module",
-                         rtol: float = 1e-4, atol: float = 1e-6) -> None:
-    """The same gradient with respect to the input and to every parameter (training mode)."""
-    names = {name: name for name in reference.state_dict()}
-    compare_gradients(_gradients(student, x), _gradients(reference, x), names, what, rtol, atol)
-
-
-def check_module(student: nn.Module, reference: nn.Module, x: Tensor, what: str = "your module",
-                 rtol: float = 1e-5, atol: float = 1e-6) -> None:
-    """Parameters, outputs and gradients, in the order that gives the most useful message first.
-
-    Loosen ``rtol``/``atol`` only where the library uses a fused kernel that rounds
-    differently from the textbook formula (attention through scaled_dot_product_attention).
-    """
-    check_same_parameters(student, reference, what)
-    copy_weights(student, reference, what)
-    check_same_output(student, reference, x, what, rtol=rtol, atol=atol)
-    check_same_gradients(student, reference, x, what, rtol=max(rtol, 1e-4), atol=atol)
-
-
-# --- own work ----------------------------------------------------------------------------
-
-
-def dotted(obj) -> str:
-    module = getattr(obj, "__module__", None) or getattr(getattr(obj, "__self__", None), "__name__", "")
-    return f"{module}.{getattr(obj, '__qualname__', getattr(obj, '__name__', repr(obj)))}".lstrip(".")
-
-
-@functools.lru_cache
-def _package_path(name: str) -> str | None:
-    """Where the code of a dotted module or package lives, without importing it."""
-    top, *rest = name.split(".")
-    spec = importlib.util.find_spec(top)
-    if spec is None:
-        return None
-    base = Path(spec.submodule_search_locations[0]) if spec.submodule_search_locations else Path(spec.origin).parent
-    path = base.joinpath(*rest)
-    return f"{path}{os.sep}" if path.is_dir() or not rest else f"{path}.py"
-
-
-def _codes(function) -> Iterator[types.CodeType]:
-    """The code object of a function and of everything defined inside it (lambdas, comprehensions)."""
-    stack = [function.__code__]
-    while stack:
-        code = stack.pop()
-        yield code
-        stack.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
-
-
-def _class_functions(cls: type) -> Iterator[types.FunctionType]:
-    for value in vars(cls).values():
-        value = getattr(value, "__func__", value)  # staticmethod, classmethod
-        if isinstance(value, property):
-            yield from (f for f in (value.fget, value.fset) if f is not None)
-        elif isinstance(value, types.FunctionType):
-            yield value
-
-
-_LOADS = ("LOAD_GLOBAL", "LOAD_DEREF", "LOAD_NAME", "LOAD_CLASSDEREF")
-
-
-def _references(code: types.CodeType) -> Iterator[tuple[str, tuple[str, ...]]]:
-    """Each global (or closure) name the code loads, with the attributes read from it right
-    after: ``library.Bottleneck.forward`` gives ``("library", ("Bottleneck", "forward"))``."""
-    instructions = list(dis.get_instructions(code))
-    for i, instruction in enumerate(instructions):
-        if instruction.opname in _LOADS:
-            attributes = []
-            for following in instructions[i + 1:]:
-                if following.opname not in ("LOAD_ATTR", "LOAD_METHOD"):
-                    break
-                attributes.append(following.argval)
-            yield instruction.argval, tuple(attributes)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            yield from _references(const)
-
-
-@dataclass(frozen=True)
-class Rules:
-    """What a learner's implementation must not be, contain or run.
-
-    ``forbidden``: classes and functions (the library's blocks, captum's Grad-CAM, a fused
-    attention kernel), or dotted names of whole modules and packages (``"captum"``,
-    ``"torchvision.models"``). ``allowed``: the library's classes an assignment hands out
-    (``ProjectionShortcut``), allowed even inside a forbidden module. ``hint``: what to build
-    from instead; every message ends with it.
-    """
-
-    forbidden: tuple = ()
-    allowed: tuple = ()
-    hint: str = ""
-
-    @property
-    def modules(self) -> tuple[str, ...]:
-        return tuple(f for f in self.forbidden if isinstance(f, str))
-
-    def _in_forbidden_module(self, module_name: str | None) -> bool:
-        return bool(module_name) and any(module_name == m or module_name.startswith(m + ".") for m in self.modules)
-
-    def _allowed_class(self, cls: type) -> bool:
-        return any(isinstance(a, type) and issubclass(cls, a) for a in self.allowed)
-
-    def offending_class(self, cls: type) -> type | None:
-        """The first forbidden class among ``cls`` and its bases (None when all are fine)."""
-        if self._allowed_class(cls):
-            return None
-        for base in cls.__mro__:
-            if base in self.forbidden or self._in_forbidden_module(base.__module__):
-                return base
-        return None
-
-    def forbids(self, obj) -> bool:
-        """Is ``obj`` (a class, function, builtin, module or module instance) forbidden?"""
-        if isinstance(obj, type):
-            return self.offending_class(obj) is not None
-        if isinstance(obj, types.ModuleType):
-            return self._in_forbidden_module(obj.__name__)
-        if isinstance(obj, nn.Module):
-            return self.offending_class(type(obj)) is not None
-        if any(obj is a for a in self.allowed):
-            return False
-        if any(obj is f for f in self.forbidden):
-            return True
-        functions = (types.FunctionType, types.BuiltinFunctionType)
-        return isinstance(obj, functions) and self._in_forbidden_module(getattr(obj, "__module__", None))
-
-    def _fail(self, what: str, problem: str) -> None:
-        raise NotOwnWork(f"{what} {problem}. The assignment asks you to write this yourself, so this test gives "
-                         f"no points.{' ' + self.hint if self.hint else ''}")
-
-    def check_module(self, module: nn.Module, what: str) -> None:
-        """No submodule is, subclasses or is built from a forbidden class."""
-        inside_allowed: list[str] = []
-        for path, sub in module.named_modules():
-            if any(path.startswith(prefix + ".") for prefix in inside_allowed):
-                continue
-            if self._allowed_class(type(sub)):
-                inside_allowed.append(path)
-                continue
-            bad = self.offending_class(type(sub))
-            if bad is None:
-                continue
-            if path == "" and type(sub) is bad:
-                self._fail(what, f"is the library's {dotted(bad)}")
-            elif path == "":
-                self._fail(what, f"is a subclass of the library's {dotted(bad)}")
-            self._fail(what, f"holds the library's {dotted(bad)} (as .{path}) and hands the work to it")
-
-    def check_code(self, obj, what: str) -> None:
-        """The learner's functions (methods, helpers they call) name nothing forbidden."""
-        home = getattr(obj, "__module__", None)
-        seen, todo = set(), list(_own_functions(obj, home))
-        while todo:
-            function = todo.pop()
-            if function in seen:
-                continue
-            seen.add(function)
-            scope = dict(function.__globals__)
-            for name, cell in zip(function.__code__.co_freevars, function.__closure__ or ()):
-                with contextlib.suppress(ValueError):
-                    scope[name] = cell.cell_contents
-            for name, attributes in _references(function.__code__):
-                if name not in scope:
-                    continue
-                value, used = scope[name], [name]
-                for attribute in attributes:  # follow modules down to what is used: library.Bottleneck
-                    if not isinstance(value, types.ModuleType) or not hasattr(value, attribute):
-                        break
-                    value = getattr(value, attribute)
-                    used.append(attribute)
-                if self.forbids(value):
-                    self._fail(what, f"uses {'.'.join(used)}, that is {_described(value)}")
-                elif getattr(value, "__module__", None) == home and value is not obj:
-                    todo.extend(_own_functions(value, home))
-
-    @contextlib.contextmanager
-    def watch(self, what: str) -> Iterator[None]:
-        """Run the learner's code and fail if any forbidden code ran inside it."""
-        watcher, previous, error = _Watcher(self), sys.getprofile(), None
-        sys.setprofile(watcher)
-        try:
-            yield
-        except Exception as raised:  # the learner's own error, unless forbidden code ran before it
-            error = raised
-        finally:
-            watcher.done = True
-            still_ours = sys.getprofile() is watcher
-            sys.setprofile(previous)
-        if not still_ours:
-            self._fail(what, "switched off the grader's watch over which code runs (sys.setprofile)")
-        if watcher.ran:
-            self._fail(what, f"runs {watcher.ran}, which it must not use")
-        if error is not None:
-            raise error
-
-
-def _described(obj) -> str:
-    if isinstance(obj, types.ModuleType):
-        return f"the module {obj.__name__}"
-    if isinstance(obj, nn.Module):
-        return f"an instance of {dotted(type(obj))}"
-    return dotted(obj)
-
-
-def _own_functions(obj, home: str | None) -> Iterator[types.FunctionType]:
-    """The functions written where ``obj`` was: its own methods and those of bases written there too."""
-    if isinstance(obj, types.FunctionType):
-        yield obj
-    elif isinstance(obj, type):
-        for cls in obj.__mro__:
-            if cls.__module__ == home:
-                yield from _class_functions(cls)
-
-
-_WATCH_OFF = (sys.setprofile,)  # a learner's code that turns the watch off fails the test
-
-
-class _Watcher:
-    """A profile function (``sys.setprofile``) that records the first forbidden code to run.
-
-    Code run *inside* an allowed class (``ProjectionShortcut.__init__`` calling the library's
-    ``conv1x1``) is not counted: frames below an allowed frame are skipped.
-    """
-
-    def __init__(self, rules: Rules):
-        self.paths = tuple(p for p in map(_package_path, rules.modules) if p)
-        self.codes = {}
-        for item in rules.forbidden:
-            functions = _class_functions(item) if isinstance(item, type) else [item]
-            for function in functions:
-                if isinstance(function, types.FunctionType):
-                    self.codes.update({code: dotted(function) for code in _codes(function)})
-        self.builtins = {id(f): dotted(f) for f in rules.forbidden if isinstance(f, types.BuiltinFunctionType)}
-        self.builtins.update({id(f): f"{f.__module__}.{f.__name__}" for f in _WATCH_OFF})
-        self.allowed = set()
-        for cls in rules.allowed:
-            for base in (cls.__mro__ if isinstance(cls, type) else ()):
-                if not base.__module__.startswith("torch"):
-                    for function in _class_functions(base):
-                        self.allowed.update(_codes(function))
-        self.inside_allowed: list = []
-        self.ran: str | None = None
-        self.done = False  # set just before the grader itself switches the watch off
-
-    def __call__(self, frame, event, arg) -> None:
-        if self.done:
-            return
-        if event == "return" and self.inside_allowed and frame is self.inside_allowed[-1]:
-            self.inside_allowed.pop()
-        elif self.inside_allowed or self.ran:
-            return
-        elif event == "call":
-            code = frame.f_code
-            if code in self.allowed:
-                self.inside_allowed.append(frame)
-            elif code in self.codes:
-                self.ran = self.codes[code]
-            elif code.co_filename.startswith(self.paths):
-                self.ran = f"{frame.f_globals.get('__name__', code.co_filename)}.{code.co_qualname}"
-        elif event == "c_call" and id(arg) in self.builtins:
-            self.ran = self.builtins[id(arg)]
+from minibones.own_work import Rules, own_functions
+from minibones.same_computation import (Mismatch, check_same_parameters, compare_gradients, compare_outputs,
+                                        copy_weights, gradients)
 
 
 # --- fair conditions ---------------------------------------------------------------------
@@ -472,7 +79,7 @@ def stderr_to_stdout() -> Iterator[None]:
 
 def _namespace(student) -> dict | None:
     """The notebook's global names, as the learner's code sees them."""
-    functions = [student] if isinstance(student, types.FunctionType) else list(_own_functions(student, student.__module__))
+    functions = [student] if isinstance(student, types.FunctionType) else list(own_functions(student, student.__module__))
     return functions[0].__globals__ if functions else None
 
 
@@ -533,10 +140,8 @@ class Part:
         what = f"{self.name}({_call_args(args, kwargs)})"
         if not callable(student):
             raise Mismatch(f"{self.name} should be a class, got {type(student).__name__}")
-        bad = self.rules.offending_class(student) if isinstance(student, type) else None
-        if bad is not None:
-            self.rules._fail(what, f"is the library's {dotted(bad)}" if student is bad
-                             else f"is a subclass of the library's {dotted(bad)}")
+        if isinstance(student, type):
+            self.rules.check_class(student, what)
         self.rules.check_code(student, what)
         reference = self.reference(*args, **kwargs)
         with self.graded(student, what):
@@ -550,7 +155,7 @@ class Part:
         """The same parameter names and shapes as the library's block."""
         module, reference, what = self.build(student, args, kwargs)
         check_same_parameters(module, reference, what)
-        print(f"{what}: {count(module):,} parameters, named as in the library")
+        print(f"{what}: {count_parameters(module):,} parameters, named as in the library")
 
     def check_output(self, student: type, *args, input_shape: tuple[int, ...], **kwargs) -> None:
         """The same output as the library's block with the same weights (evaluation mode)."""
@@ -585,9 +190,9 @@ class Part:
     def _check_gradients(self, module: nn.Module, reference: nn.Module, what: str, input_shape) -> None:
         names = copy_weights(module, reference, what)
         x = _input(input_shape)
-        theirs = _gradients(reference, x)
+        theirs = gradients(reference, x)
         with self.graded(module, what):
-            ours = _gradients(module, x)
+            ours = gradients(module, x)
         compare_gradients(ours, theirs, names, what, max(self.rtol, 1e-4), self.atol)
 
 

@@ -30,7 +30,9 @@ from torch import nn
 
 import assignment_submissions as submissions
 from minibones import classroom
-from minibones.grading import A1, A4, Mismatch, NotOwnWork, check_module, check_same_output, check_same_parameters
+from minibones.grading import A1, A4
+from minibones.own_work import NotOwnWork
+from minibones.same_computation import Mismatch, check_module, check_same_output, check_same_parameters
 from minibones.models import resnet
 from minibones.models.resnet import BasicBlock, ProjectionShortcut
 

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 import minibones
-from minibones.exercises import verdict
+from minibones.backbone import count_parameters
+from minibones.exercises.answers import as_whole_number, as_whole_numbers, verdict
 
 
 def _module(model: str, module: str) -> nn.Module:
@@ -29,12 +30,6 @@ def _module(model: str, module: str) -> nn.Module:
     return net.get_submodule(module)
 
 
-def _as_int(answer, what: str) -> int:
-    if isinstance(answer, bool) or not isinstance(answer, (int, float)) or int(answer) != answer:
-        raise ValueError(f"give {what} as a whole number, got {answer!r}")
-    return int(answer)
-
-
 def check_module_width(answer: int, module: str = "inception4c", model: str = "googlenet") -> None:
     """Is ``answer`` the number of channels that block ``module`` of ``model`` outputs?
 
@@ -46,7 +41,7 @@ def check_module_width(answer: int, module: str = "inception4c", model: str = "g
     block = _module(model, module)
     in_channels = next(m for m in block.modules() if isinstance(m, nn.Conv2d)).in_channels
     truth = block(torch.zeros(1, in_channels, 9, 9, device="meta")).shape[1]
-    return verdict(_as_int(answer, "the width") == truth,
+    return verdict(as_whole_number(answer, "the width") == truth,
                    "add up what each branch outputs (the out_channels of its last conv); the widths of the 1x1 "
                    "reduce layers stay inside the branches, and a pooling branch with no conv after it keeps "
                    "the width of the block's input")
@@ -67,7 +62,7 @@ def check_bottleneck_saving(answer: int, module: str = "inception4e", branch: st
     kh, kw = conv.kernel_size
     without = reduce.in_channels * conv.out_channels * kh * kw
     truth = without - with_reduce
-    return verdict(_as_int(answer, "the number of weights") == truth,
+    return verdict(as_whole_number(answer, "the number of weights") == truth,
                    f"a Conv2d(a, b, k) has a*b*k*k weights: count the single {kh}x{kw} conv from "
                    f"{module}'s input to the branch's output, then subtract the reduce and the conv "
                    "after it (read the widths and the kernel size from the module, not from the paper)")
@@ -108,9 +103,7 @@ def check_branch_receptive_field(
         raise ValueError(f"{model}.{module} has no branch {branch!r}; its branches are {branches}")
     layers = [m for m in block.get_submodule(branch).modules() if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d))]
     truth = _receptive_field(layers)
-    if not isinstance(answer, (tuple, list)) or len(answer) != 2:
-        raise ValueError(f"give the receptive field as (height, width), got {answer!r}")
-    answer = tuple(_as_int(a, "each size") for a in answer)
+    answer = as_whole_numbers(answer, "the receptive field (height, width)", count=2)
     return verdict(answer == truth,
                    "start from (1, 1); at stride 1 each (kh, kw) layer adds kh - 1 to the height and kw - 1 to "
                    "the width: a 7x1 conv grows only the height")
@@ -129,7 +122,7 @@ def check_inception_module(module_class) -> None:
     (by name, or else in the same order), and, with the library's weights copied in, the same
     output: the four branches concatenated in the order 1x1, 3x3, 5x5, pool.
     """
-    from minibones.grading import Mismatch, copy_weights, count
+    from minibones.same_computation import Mismatch, copy_weights
     from minibones.models.inception import InceptionModule
 
     if not isinstance(module_class, type) or not issubclass(module_class, nn.Module):
@@ -145,12 +138,13 @@ def check_inception_module(module_class) -> None:
         except NotImplementedError:
             return verdict(False, "the module is not written yet (it raised NotImplementedError)")
         reference = InceptionModule(*row, kernel_5x5=5)
-        if count(mine) != count(reference):
-            if count(mine) == count(InceptionModule(*row)):
+        ours, theirs = count_parameters(mine), count_parameters(reference)
+        if ours != theirs:
+            if ours == count_parameters(InceptionModule(*row)):
                 return verdict(False, "your 5x5 branch is a 3x3 conv, as in torchvision's GoogLeNet: the paper's "
                                       "branch is a 1x1 reduce, then a 5x5 conv with padding 2")
-            return verdict(False, f"with the widths {row} your module has {count(mine):,} parameters, figure 2(b) "
-                                  f"{count(reference):,}: four branches, each conv a conv_bn (conv, batch norm, ReLU); "
+            return verdict(False, f"with the widths {row} your module has {ours:,} parameters, figure 2(b) "
+                                  f"{theirs:,}: four branches, each conv a conv_bn (conv, batch norm, ReLU); "
                                   "the 3x3 and 5x5 convs read the output of their own 1x1 reduce")
         with torch.no_grad():  # batch statistics that are not 0 and 1, so that a misplaced norm shows
             for name, buffer in reference.named_buffers():
