@@ -36,10 +36,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nbconvert.preprocessors import Preprocessor
+from nbgrader.coursedir import CourseDirectory
 from nbgrader.plugins import LateSubmissionPlugin
 from traitlets import Bool, Float, Unicode
+from traitlets.config.loader import PyFileConfigLoader
 
-COURSE_DIR = Path(__file__).resolve().parents[1] / "notebooks" / "assignments"
+import minibones
+
+COURSE_DIR = Path(minibones.__file__).resolve().parents[1] / "notebooks" / "assignments"
+"""The course nbgrader works on, in the repository that holds the package. The folders inside it
+(source, release, submitted, autograded, feedback) and the gradebook are named by its
+``nbgrader_config.py`` and found through :func:`course`, never spelled out here."""
 SKIP_TAG = "skip-execution"  # nbclient's (and so nbgrader's) tag for cells it does not run
 HIDDEN_TESTS = ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
 MARK_SCHEME = ("### BEGIN MARK SCHEME", "### END MARK SCHEME")
@@ -134,8 +141,31 @@ class LatePenalty(LateSubmissionPlugin):
 # --- running nbgrader --------------------------------------------------------------------
 
 
+def _config(course_dir: Path):
+    """The course's ``nbgrader_config.py``, with ``course_dir`` as the course's root."""
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(course_dir)).load_config()
+    config.CourseDirectory.root = str(course_dir)
+    return config
+
+
+def course(course_dir: Path = COURSE_DIR) -> CourseDirectory:
+    """Where nbgrader keeps what in ``course_dir``, as its configuration says."""
+    return CourseDirectory(config=_config(course_dir))
+
+
+def folder(where: CourseDirectory, step: str, name: str, student: str = ".") -> Path:
+    """The folder of assignment ``name`` at an nbgrader ``step`` (``"source"``, ``"release"``,
+    ``"submitted"``, ``"autograded"``, ``"feedback"``), for ``student`` in the last three."""
+    return Path(where.format_path(getattr(where, f"{step}_directory"), student, name))
+
+
+def notebook_path(where: CourseDirectory, step: str, name: str, student: str = ".") -> Path:
+    return folder(where, step, name, student) / f"{name}.ipynb"
+
+
 def assignments(course_dir: Path = COURSE_DIR) -> list[str]:
-    return sorted(p.name for p in (course_dir / "source").iterdir() if p.is_dir())
+    source = folder(course(course_dir), "source", "")
+    return sorted(p.name for p in source.iterdir() if p.is_dir())
 
 
 @contextmanager
@@ -156,11 +186,8 @@ def grader(course_dir: Path):
     start Python and import nbgrader again, which costs more than the grading.
     """
     from nbgrader.apps import NbGraderAPI
-    from traitlets.config.loader import PyFileConfigLoader
 
-    config = PyFileConfigLoader("nbgrader_config.py", path=str(course_dir)).load_config()
-    config.CourseDirectory.root = str(course_dir)
-    return NbGraderAPI(config=config)
+    return NbGraderAPI(config=_config(course_dir))
 
 
 def run(api, step: str, *args, tolerate_errors: bool = False) -> str:
@@ -184,7 +211,7 @@ def release(course_dir: Path = COURSE_DIR) -> list[Path]:
     api, released = grader(course_dir), []
     for name in assignments(course_dir):
         run(api, "generate_assignment", name)
-        released.append(course_dir / "release" / name)
+        released.append(folder(api.coursedir, "release", name))
     return released
 
 
@@ -229,7 +256,7 @@ class Graded:
 
 
 def source_notebook(name: str, course_dir: Path = COURSE_DIR) -> dict:
-    return json.loads((course_dir / "source" / name / f"{name}.ipynb").read_text())
+    return json.loads(notebook_path(course(course_dir), "source", name).read_text())
 
 
 def grade(submissions: list[Submission], course_dir: Path = COURSE_DIR, duedate: str | None = None,
@@ -245,45 +272,62 @@ def grade(submissions: list[Submission], course_dir: Path = COURSE_DIR, duedate:
 
     with tempfile.TemporaryDirectory(prefix="minibones-grading-") as tmp:
         root = Path(work or tmp) / "course"
-        shutil.copytree(course_dir, root, ignore=shutil.ignore_patterns(
-            "release", "submitted", "autograded", "feedback", "gradebook.db", ".ipynb_checkpoints"))
+        left_out = [*_written_while_grading(course(course_dir)), ".ipynb_checkpoints"]
+        shutil.copytree(course_dir, root, ignore=shutil.ignore_patterns(*left_out))
         api = grader(root)
+        where = api.coursedir
         names = sorted({s.assignment for s in submissions})
         for name in names:
             run(api, "generate_assignment", name)
         if duedate:
-            with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
+            with Gradebook(where.db_url) as gradebook:
                 for name in names:
                     gradebook.update_or_create_assignment(name, duedate=duedate)
-        for s in submissions:
-            folder = root / "submitted" / s.student / s.assignment
-            folder.mkdir(parents=True, exist_ok=True)
-            notebook = (json.loads((root / "release" / s.assignment / f"{s.assignment}.ipynb").read_text())
-                        if s.notebook == "release" else s.notebook)
-            (folder / f"{s.assignment}.ipynb").write_text(json.dumps(notebook))
-            if s.timestamp:
-                (folder / "timestamp.txt").write_text(s.timestamp)
+        for submission in submissions:
+            _submit(where, submission)
         for name in names:
             run(api, "autograde", name, "*", tolerate_errors=True)
             run(api, "generate_feedback", name)
-        graded = {(s.student, s.assignment): _read(root, s.student, s.assignment) for s in submissions}
+        graded = {(s.student, s.assignment): _read(where, s.student, s.assignment) for s in submissions}
         for g in graded.values():
-            g.release = json.loads((root / "release" / g.assignment / f"{g.assignment}.ipynb").read_text())
+            g.release = _released(where, g.assignment)
         return graded
 
 
-def _read(root: Path, student: str, name: str) -> Graded:
+def _written_while_grading(where: CourseDirectory) -> list[str]:
+    """What nbgrader adds to a course: its student versions, submissions, graded notebooks,
+    feedback and gradebook."""
+    gradebook = Path(where.db_url.removeprefix("sqlite:///")).name
+    return [where.release_directory, where.submitted_directory, where.autograded_directory,
+            where.feedback_directory, gradebook]
+
+
+def _released(where: CourseDirectory, name: str) -> dict:
+    return json.loads(notebook_path(where, "release", name).read_text())
+
+
+def _submit(where: CourseDirectory, submission: Submission) -> None:
+    """Put a submission where nbgrader's exchange would have collected it, with its timestamp."""
+    path = notebook_path(where, "submitted", submission.assignment, submission.student)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    notebook = _released(where, submission.assignment) if submission.notebook == "release" else submission.notebook
+    path.write_text(json.dumps(notebook))
+    if submission.timestamp:  # the file nbgrader reads (CourseDirectory.get_existing_timestamp)
+        (path.parent / "timestamp.txt").write_text(submission.timestamp)
+
+
+def _read(where: CourseDirectory, student: str, name: str) -> Graded:
     from nbgrader.api import Gradebook
 
-    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
+    with Gradebook(where.db_url) as gradebook:
         notebook = gradebook.find_submission_notebook(name, name, student)
         cells = {g.name: (g.score, g.max_score) for g in notebook.grades}
         source = gradebook.find_notebook(name, name)
         # autograded tests: graded cells the student does not write (answers and experiments wait for a person)
         auto = {c.name for c in source.grade_cells} - {c.name for c in source.solution_cells}
         penalty = notebook.late_submission_penalty or 0.0
-    graded_path = root / "autograded" / student / name / f"{name}.ipynb"
-    feedback_path = root / "feedback" / student / name / f"{name}.html"
+    graded_path = notebook_path(where, "autograded", name, student)
+    feedback_path = folder(where, "feedback", name, student) / f"{name}.html"
     return Graded(student, name, cells, json.loads(graded_path.read_text()) if graded_path.exists() else None,
                   feedback_path.read_text() if feedback_path.exists() else None, penalty, auto)
 
@@ -306,8 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["release", "check"])
     args = parser.parse_args(argv)
     if args.command == "release":
-        for folder in release():
-            print(f"released {folder.relative_to(COURSE_DIR.parents[1])}")
+        for released in release():
+            print(f"released {os.path.relpath(released)}")
         return 0
     ok = True
     for name, result in check().items():

@@ -20,6 +20,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -42,6 +43,18 @@ POINTS = {"autograded": 15, "written": 10, "open task": 5}
 
 def test_there_are_assignments_to_hand_out():
     assert ASSIGNMENTS, "no source notebooks in notebooks/assignments/source"
+
+
+def test_the_course_folders_are_the_ones_its_nbgrader_config_names(tmp_path):
+    name, course_dir = ASSIGNMENTS[0], tmp_path / "course"
+    shutil.copytree(classroom.folder(classroom.course(), "source", name), course_dir / "masters" / name)
+    config = (classroom.COURSE_DIR / "nbgrader_config.py").read_text()
+    (course_dir / "nbgrader_config.py").write_text(
+        config + '\nc.CourseDirectory.source_directory = "masters"\nc.CourseDirectory.release_directory = "handed_out"\n')
+    assert classroom.assignments(course_dir) == [name]
+    assert classroom.source_notebook(name, course_dir) == classroom.source_notebook(name)
+    assert classroom.release(course_dir) == [course_dir / "handed_out" / name]
+    assert (course_dir / "handed_out" / name / f"{name}.ipynb").is_file()
 
 
 @pytest.fixture(scope="module")
