@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from minibones.exercises.efficientnet import check_drop_path, check_flops_growth, check_scaled_stage, check_se_parameters
+from minibones.exercises.efficientnet import check_drop_path, check_macs_growth, check_scaled_stage, check_se_parameters
 from minibones.exercises.vit import (check_attention_weights, check_block_parameters, check_num_tokens,
                                      check_patch_embed_parameters)
 
@@ -61,9 +61,9 @@ def test_drop_path_grows_linearly_with_the_block_index(capsys):
 
 
 def test_flops_growth_is_alpha_beta_squared_gamma_squared_to_the_phi(capsys):
-    check_flops_growth(round((1.2 * 1.1**2 * 1.15**2) ** 3, 2), phi=3)
+    check_macs_growth(round((1.2 * 1.1**2 * 1.15**2) ** 3, 2), phi=3)
     assert said(capsys) == "correct"
-    check_flops_growth(8, phi=3)  # 2 ** phi: the rule of thumb, not the product
+    check_macs_growth(8, phi=3)  # 2 ** phi: the rule of thumb, not the product
     answer = said(capsys)
     assert answer.startswith("not yet:") and "about 2" in answer
 

@@ -10,7 +10,7 @@ from minibones.exercises.inception import (
     check_bottleneck_saving, check_branch_receptive_field, check_inception_module, check_module_width,
 )
 from minibones.exercises.xception import (
-    check_flops_ratio, check_flow_parameters, check_grouped_conv, check_separable_parameters,
+    check_macs_ratio, check_flow_parameters, check_grouped_conv, check_separable_parameters,
 )
 from minibones.models.inception import InceptionModule, conv_bn
 
@@ -145,9 +145,9 @@ def test_separable_parameters(capsys):
 def test_flops_ratio_to_one_decimal(capsys):
     c = 728
     ratio = 9 * c * c / (9 * c + c * c)  # Chollet 2017: the grid size cancels
-    check_flops_ratio(round(ratio, 1), channels=c, size=19)
+    check_macs_ratio(round(ratio, 1), channels=c, size=19)
     assert said(capsys) == "correct"
-    check_flops_ratio(9, channels=c, size=19)
+    check_macs_ratio(9, channels=c, size=19)
     assert said(capsys).startswith("not yet:")
 
 
@@ -166,7 +166,7 @@ def test_xception_checkers_reject_malformed_input():
     with pytest.raises(ValueError, match="positive whole number"):
         check_separable_parameters(0, in_channels=0)
     with pytest.raises(ValueError, match="as a number"):
-        check_flops_ratio("8.9")
+        check_macs_ratio("8.9")
 
 
 def grouped_conv_by_slices(x, weight, groups):

@@ -88,11 +88,11 @@ def check_drop_path(answer: float, model: str = "efficientnet_b0", block: int = 
                    "counting every block of every stage from 0 (drop_path_rate is 0.2)")
 
 
-def check_flops_growth(answer: float, phi: float = 3) -> None:
+def check_macs_growth(answer: float, phi: float = 3) -> None:
     """Is ``answer`` (to two decimals) the factor by which equation 3 of Tan & Le (2019) says
-    the FLOPs grow from B0 to compound coefficient ``phi``?
+    the multiply-adds (the paper's "FLOPS") grow from B0 to compound coefficient ``phi``?
 
-    FLOPs are proportional to depth x width^2 x resolution^2, so the factor is
+    Multiply-adds are proportional to depth x width^2 x resolution^2, so the factor is
     (alpha * beta^2 * gamma^2) ** phi, computed from the library's ALPHA, BETA and GAMMA.
     """
     phi = as_number(phi, "phi")

@@ -108,7 +108,9 @@ def main_path_weights(model: nn.Module) -> list[nn.Parameter]:
             if isinstance(m, (nn.Conv2d, nn.Linear)) and ".shortcut." not in f".{name}."]
 
 
-def _gradient_norms(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def reference_gradient_norms(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The norms :func:`check_gradient_norms` expects: the gradient of this batch's cross-entropy
+    with respect to every main-path weight, input to output (notebook 02 measures with it)."""
     model.zero_grad(set_to_none=True)
     nn.functional.cross_entropy(model(images), labels).backward()
     return torch.stack([w.grad.norm() for w in main_path_weights(model)])
@@ -136,7 +138,7 @@ def check_gradient_norms(gradient_norms) -> None:
     state = {k: v.clone() for k, v in model.state_dict().items()}
     answer = gradient_norms(model, images, labels)
     model.load_state_dict(state)  # undo any batch-norm statistics the learner's forward pass updated
-    truth = _gradient_norms(model, images, labels)
+    truth = reference_gradient_norms(model, images, labels)
 
     if not isinstance(answer, torch.Tensor):
         try:
@@ -164,4 +166,4 @@ def check_gradient_norms(gradient_norms) -> None:
 
 
 __all__ = ["check_block_parameters", "check_blocks_per_stage", "check_gradient_norms", "check_shortcut_parameters",
-           "main_path_weights", "weighted_layers"]
+           "main_path_weights", "reference_gradient_norms", "weighted_layers"]

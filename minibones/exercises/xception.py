@@ -2,7 +2,8 @@
 
 The truths are measured on the library's own modules: parameters are counted on
 ``minibones.models.xception.SeparableConv`` and on the flows of ``create_model("xception")``,
-FLOPs with PyTorch's FLOP counter on a real forward pass, never taken from the paper.
+multiply-adds with PyTorch's FLOP counter on a real forward pass (a ratio of two counts is the
+same in FLOPs and in multiply-adds), never taken from the paper.
 """
 
 from __future__ import annotations
@@ -42,11 +43,12 @@ def _flops(module: nn.Module, shape: tuple[int, ...]) -> int:
     return counter.get_total_flops()
 
 
-def check_flops_ratio(answer: float, channels: int = 728, size: int = 19) -> None:
-    """Is ``answer`` (to one decimal) how many times more FLOPs a full 3x3 conv from ``channels`` to
+def check_macs_ratio(answer: float, channels: int = 728, size: int = 19) -> None:
+    """Is ``answer`` (to one decimal) how many times more multiply-adds a full 3x3 conv from ``channels`` to
     ``channels`` costs than a separable one, on a ``size`` x ``size`` grid?
 
-    Both are counted by PyTorch's FLOP counter on a forward pass (on the meta device: shapes only).
+    Both are counted by PyTorch's FLOP counter on a forward pass (on the meta device: shapes only);
+    the counter's 2 FLOPs per multiply-add cancel in the ratio.
     """
     channels, size = positive_int(channels, "channels"), positive_int(size, "size")
     with torch.device("meta"):
