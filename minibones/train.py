@@ -119,22 +119,33 @@ class History:
     def last(self) -> dict:
         return self.rows[-1] if self.rows else {}
 
-    def plot(self, axes=None):
-        """Loss and accuracy per epoch, train and test, side by side. Returns the figure."""
+    def plot(self, title: str | None = None, axes=None):
+        """Loss and accuracy per epoch, as ``fit`` measured them: train averaged during the epoch,
+        test after it. Loss on a log scale (an early spike would otherwise flatten every later
+        epoch), accuracy in percent from 0 to 100, one tick per epoch. Returns the figure."""
         import matplotlib.pyplot as plt
 
         if axes is None:
             fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), layout="constrained")
         else:
             fig = axes[0].figure
+        left, right = axes
         epochs = self["epoch"]
-        for ax, metric, label in ((axes[0], "loss", "loss"), (axes[1], "acc", "accuracy")):
-            ax.plot(epochs, self[f"train_{metric}"], "o-", label="train")
-            ax.plot(epochs, self[f"test_{metric}"], "o-", label="test")
+        for split, style in (("train", "o-"), ("test", "s-")):
+            left.plot(epochs, self[f"{split}_loss"], style, label=split)
+            right.plot(epochs, [100 * a for a in self[f"{split}_acc"]], style, label=split)
+        left.set_yscale("log")
+        left.set_ylabel("cross-entropy loss (nats per image, log scale)")
+        right.set_ylabel("accuracy (%)")
+        right.set_ylim(0, 100)
+        for ax in axes:
             ax.set_xlabel("epoch")
-            ax.set_ylabel(label)
-            ax.legend()
-        axes[1].set_ylim(0, 1)
+            ax.set_xticks(epochs)
+            ax.grid(alpha=0.3)
+        left.legend(loc="upper right")
+        right.legend(loc="lower right")
+        if title:
+            fig.suptitle(title)
         return fig
 
     def __repr__(self) -> str:

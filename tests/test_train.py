@@ -249,8 +249,12 @@ def test_history_plots_loss_and_accuracy(uninterrupted):
 
     matplotlib.use("Agg")
     _, history = uninterrupted
-    fig = history.plot()
-    assert [ax.get_ylabel() for ax in fig.axes] == ["loss", "accuracy"]
+    fig = history.plot(title="a run")
+    loss, accuracy = fig.axes
+    assert loss.get_ylabel().startswith("cross-entropy loss") and loss.get_yscale() == "log"
+    assert accuracy.get_ylabel() == "accuracy (%)" and accuracy.get_ylim() == (0, 100)
+    assert list(loss.get_xticks()) == history["epoch"] and fig._suptitle.get_text() == "a run"
+    assert [100 * a for a in history["test_acc"]] == list(accuracy.lines[1].get_ydata())
     assert len(history["test_acc"]) == 2 and "History(2 epochs" in repr(history)
 
 
