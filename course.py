@@ -76,7 +76,7 @@ def main(argv: list[str]) -> int:
         "setup": [],
         "lab": ["-m", "jupyter", "lab", FIRST_NOTEBOOK],
         "test": TEST_COMMAND,
-        "assignments": ["-m", "minibones.classroom", "release"],
+        "assignments": ["-m", "minibones.course.classroom", "release"],
     }
     if not argv or argv[0] not in commands:
         print(__doc__.strip())

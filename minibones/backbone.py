@@ -126,6 +126,14 @@ class Backbone(nn.Module):
     def stage_names(self) -> list[str]:
         return [info.name for info in self.feature_info]
 
+    def stage_index(self, name: str) -> int:
+        """The position of stage ``name`` in :attr:`feature_info` (and in ``forward_stages``' list),
+        or an error that lists the stages this model has."""
+        names = self.stage_names()
+        if name not in names:
+            raise ValueError(f"{self.config.name} has no stage {name!r}; its stages are {names}")
+        return names.index(name)
+
 
 def classifier(in_features: int, num_classes: int, **factory) -> nn.Module:
     """The last layer of a head: a linear map to ``num_classes`` logits, or, for 0, no classifier

@@ -313,7 +313,7 @@ TRAIN_FRACTION = 0.7
 def read_background(name: str) -> np.ndarray:
     """One of the photographs above as an (H, W, 3) uint8 array (grey ones copied to 3 channels)."""
     if name == "grace_hopper":
-        from minibones.photos import read_photo
+        from minibones.data.photos import read_photo
 
         return read_photo(name)
     import skimage.data

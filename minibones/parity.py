@@ -150,7 +150,7 @@ def side_by_side(
     """
     model, reference = _random_pair(model, x, reference, seed)
     if x is None:
-        from minibones.photos import load_photo
+        from minibones.data.photos import load_photo
 
         size = image_size or model.config.input_size[1]
         x = load_photo("cat", size=size, mean=model.config.mean, std=model.config.std).tensor

@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import textwrap
 
-from minibones.classroom import Submission, source_notebook
+from minibones.course.classroom import Submission, source_notebook
 
 DUEDATE = "2030-01-15 17:00:00 UTC"
 ON_TIME = "2030-01-15 16:59:00.000000 UTC"

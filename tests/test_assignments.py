@@ -30,10 +30,10 @@ import torch
 from torch import nn
 
 import assignment_submissions as submissions
-from minibones import classroom
-from minibones.grading import A1, A4
-from minibones.own_work import NotOwnWork
-from minibones.same_computation import Mismatch, check_module, check_same_output, check_same_parameters
+from minibones.course import classroom
+from minibones.course.grading import A1, A4
+from minibones.course.own_work import NotOwnWork
+from minibones.course.same_computation import Mismatch, check_module, check_same_output, check_same_parameters
 from minibones.models import resnet
 from minibones.models.resnet import BasicBlock, ProjectionShortcut
 
@@ -339,7 +339,7 @@ def test_names_that_differ_cost_the_parameter_test_only():
 def test_under_the_autograder_running_out_of_memory_is_an_error_not_a_dead_kernel():
     program = (
         "import torch\n"
-        "from minibones.grading import limit_memory\n"
+        "from minibones.course.grading import limit_memory\n"
         "limit_memory(extra_gb=0.25)\n"
         "try:\n"
         "    torch.ones(2**28)  # 1 GB\n"

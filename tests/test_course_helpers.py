@@ -5,8 +5,8 @@ import re
 import pytest
 import torch
 
-from minibones.exercises import check_parameter_count, check_receptive_field, check_stage_shape
-from minibones.regime import choose_regime
+from minibones.course.exercises import check_parameter_count, check_receptive_field, check_stage_shape
+from minibones.course.regime import choose_regime
 
 
 def test_regime_defaults_to_quick_without_cuda_and_can_be_overridden(monkeypatch, capsys):
@@ -48,7 +48,7 @@ def test_checkers_accept_the_right_answer_and_hint_at_the_wrong_one(capsys):
 
 
 def test_receptive_field_function_checker_accepts_the_recurrence_and_refuses_a_sum_of_kernels(capsys):
-    from minibones.exercises import check_receptive_field_function
+    from minibones.course.exercises import check_receptive_field_function
 
     def recurrence(layers):
         size, jump = 1, 1
@@ -68,7 +68,7 @@ def test_receptive_field_function_checker_accepts_the_recurrence_and_refuses_a_s
 def test_measured_strides_checker_hides_feature_info(capsys):
     import torch
 
-    from minibones.exercises import check_measured_strides
+    from minibones.course.exercises import check_measured_strides
 
     def measured(model, size):
         with torch.no_grad():
@@ -85,14 +85,14 @@ def test_measured_strides_checker_hides_feature_info(capsys):
 def test_measured_strides_checker_refuses_reading_feature_info():
     import pytest
 
-    from minibones.exercises import check_measured_strides
+    from minibones.course.exercises import check_measured_strides
 
     with pytest.raises(ValueError, match="feature_info is hidden"):
         check_measured_strides(lambda model, size: [info.stride for info in model.feature_info], models=("resnet18",))
 
 
 def test_answers_are_read_as_what_the_question_asks_for():
-    from minibones.exercises.answers import as_number, as_whole_number, as_whole_numbers, number_returned
+    from minibones.course.exercises.answers import as_number, as_whole_number, as_whole_numbers, number_returned
 
     assert as_whole_number(27.0, "the field") == 27 and type(as_whole_number(27.0, "the field")) is int
     assert as_number(3, "the ratio") == 3.0 and as_whole_numbers([2, 4.0], "the strides") == (2, 4)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import minibones
-from minibones.exercises.attributions import check_deletion_auc, check_saliency
+from minibones.course.exercises.attributions import check_deletion_auc, check_saliency
 
 
 @pytest.fixture(scope="module")

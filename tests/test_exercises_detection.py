@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from minibones.exercises.detection import check_centerness_function, check_iou, check_level_function, check_num_locations
+from minibones.course.exercises.detection import check_centerness_function, check_iou, check_level_function, check_num_locations
 
 
 def said(capsys) -> str:

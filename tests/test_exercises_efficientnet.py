@@ -3,7 +3,7 @@ from the EfficientNet reference code's description, and names the rule a wrong a
 
 import math
 
-from minibones.exercises.efficientnet import check_round_filters
+from minibones.course.exercises.efficientnet import check_round_filters
 
 
 def said(capsys) -> str:

@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from minibones.exercises.efficientnet import check_drop_path, check_macs_growth, check_scaled_stage, check_se_parameters
-from minibones.exercises.vit import (check_attention_weights, check_block_parameters, check_num_tokens,
+from minibones.course.exercises.efficientnet import check_drop_path, check_macs_growth, check_scaled_stage, check_se_parameters
+from minibones.course.exercises.vit import (check_attention_weights, check_block_parameters, check_num_tokens,
                                      check_patch_embed_parameters)
 
 

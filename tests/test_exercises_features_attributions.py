@@ -11,10 +11,10 @@ import pytest
 import torch
 
 import minibones
-from minibones.exercises.attributions import (
+from minibones.course.exercises.attributions import (
     check_gradcam_grid, check_integrated_gradients_total, check_occlusion_evaluations, check_refused_methods,
 )
-from minibones.exercises.features import (
+from minibones.course.exercises.features import (
     check_dilated_receptive_field, check_erf_extent, check_receptive_patch, check_stage_receptive_field,
     check_unit_region,
 )

@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minibones.exercises.inception import (
+from minibones.course.exercises.inception import (
     check_bottleneck_saving, check_branch_receptive_field, check_inception_module, check_module_width,
 )
-from minibones.exercises.xception import (
+from minibones.course.exercises.xception import (
     check_macs_ratio, check_flow_parameters, check_grouped_conv, check_separable_parameters,
 )
 from minibones.models.inception import InceptionModule, conv_bn

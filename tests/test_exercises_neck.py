@@ -2,7 +2,7 @@
 
 import torch
 
-from minibones.exercises.neck import check_mean_iou_function
+from minibones.course.exercises.neck import check_mean_iou_function
 
 
 def mean_iou_by_hand(predicted, truth, num_classes):

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from minibones.exercises.neck import check_fpn_parameters, check_mean_iou, check_pyramid_shape, check_pyramid_strides
-from minibones.exercises.pretrained import (
+from minibones.course.exercises.neck import check_fpn_parameters, check_mean_iou, check_pyramid_shape, check_pyramid_strides
+from minibones.course.exercises.pretrained import (
     check_gmacs,
     check_linear_probe_parameters,
     check_reference_module,
@@ -138,7 +138,7 @@ def reference_port(state_dict, name_map):
 def test_port_checker_accepts_a_correct_port_and_says_what_is_wrong(capsys):
     import re
 
-    from minibones.exercises.pretrained import check_port
+    from minibones.course.exercises.pretrained import check_port
 
     check_port(reference_port)
     assert said(capsys) == "correct"
@@ -179,7 +179,7 @@ def probe_problem():
 
 
 def test_linear_probe_checker_compares_with_the_librarys_probe(capsys):
-    from minibones.exercises.pretrained import check_linear_probe
+    from minibones.course.exercises.pretrained import check_linear_probe
     from minibones.transfer import linear_probe
 
     problem = probe_problem()

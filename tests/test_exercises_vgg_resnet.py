@@ -9,12 +9,12 @@ import torch
 from torch import nn
 
 import minibones
-from minibones.exercises.resnet import (
+from minibones.course.exercises.resnet import (
     check_gradient_norms,
     main_path_weights,
     check_block_parameters, check_blocks_per_stage, check_shortcut_parameters, weighted_layers,
 )
-from minibones.exercises.vgg import (
+from minibones.course.exercises.vgg import (
     check_conv_macs_function, check_conv_stack_parameters, check_layer_receptive_field, check_parameter_share,
 )
 

@@ -3,7 +3,7 @@ paper's equations, and refuses the usual wrong ones with a message that says wha
 
 import pytest
 
-from minibones.exercises.vit import COST_CASES, check_vit_cost, measured_encoder_cost
+from minibones.course.exercises.vit import COST_CASES, check_vit_cost, measured_encoder_cost
 
 
 def said(capsys) -> str:

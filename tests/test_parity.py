@@ -51,7 +51,7 @@ def test_vit_stages_are_found_as_token_grids_and_gradcam_skips_the_last_block():
 
 
 def test_predictions_side_by_side_put_the_references_next_to_ours():
-    from minibones.photos import read_photo
+    from minibones.data.photos import read_photo
     from minibones.reference import build_reference, randomize_
 
     torch.manual_seed(0)
@@ -68,7 +68,7 @@ def test_predictions_side_by_side_put_the_references_next_to_ours():
 
 
 def test_lite0_predictions_equal_timms_loaded_with_the_same_file():
-    from minibones.photos import PHOTOS, read_photo
+    from minibones.data.photos import PHOTOS, read_photo
 
     model = minibones.create_model("efficientnet_lite0", pretrained=True).eval()
     reference = packaged_reference(model)

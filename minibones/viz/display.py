@@ -67,14 +67,14 @@ def to_image(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarr
 def as_input(model: nn.Module, photo, size: int | None = None) -> tuple[Tensor, np.ndarray]:
     """The tensor to feed ``model`` and the picture to show under the maps.
 
-    ``photo`` may be a photograph's name (``"cat"``, see :mod:`minibones.photos`), a
-    :class:`minibones.photos.Photo` (such as a composite of two photographs side by side),
+    ``photo`` may be a photograph's name (``"cat"``, see :mod:`minibones.data.photos`), a
+    :class:`minibones.data.photos.Photo` (such as a composite of two photographs side by side),
     or an already normalised (1, 3, H, W) tensor. Names and ``Photo`` objects are normalised
     with *this* model's mean and std (the CIFAR models and EfficientNet-Lite use other
     statistics than the ImageNet ones); a name is loaded at ``size`` pixels (default: the
     model's own input size), a ``Photo`` is used at its own size unless ``size`` asks otherwise.
     """
-    from minibones.photos import Photo, load_photo
+    from minibones.data.photos import Photo, load_photo
 
     config = getattr(model, "config", None)
     mean = getattr(config, "mean", (0.485, 0.456, 0.406))
@@ -100,7 +100,7 @@ def as_input(model: nn.Module, photo, size: int | None = None) -> tuple[Tensor, 
             )
         return photo, to_image(photo, mean, std)
     raise TypeError(
-        "photo must be a name such as 'cat', a minibones.photos.Photo or a (1, 3, H, W) tensor, "
+        "photo must be a name such as 'cat', a minibones.data.photos.Photo or a (1, 3, H, W) tensor, "
         f"got {type(photo).__name__}"
     )
 

@@ -30,11 +30,11 @@ c.Autograde.sanitize_preprocessors = [
     "nbgrader.preprocessors.OverwriteKernelspec",
     "nbgrader.preprocessors.OverwriteCells",
     "nbgrader.preprocessors.CheckCellMetadata",
-    "minibones.classroom.ClearOutputExceptExperiments",
+    "minibones.course.classroom.ClearOutputExceptExperiments",
 ]
 # late work: 10% of the score per started day, nothing after 7 days (set a due date with
 # `nbgrader db assignment add NAME --duedate=...`)
-c.AssignLatePenalties.plugin_class = "minibones.classroom.LatePenalty"
+c.AssignLatePenalties.plugin_class = "minibones.course.classroom.LatePenalty"
 c.LatePenalty.percent_per_day = 10
 c.LatePenalty.zero_after_days = 7
 
@@ -42,5 +42,5 @@ c.LatePenalty.zero_after_days = 7
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
-    "minibones.classroom.FeedbackWithoutHiddenTests",
+    "minibones.course.classroom.FeedbackWithoutHiddenTests",
 ]

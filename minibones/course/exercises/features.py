@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 import minibones
-from minibones.exercises.answers import as_function, as_whole_number, as_whole_numbers, number_returned, verdict
+from minibones.course.exercises.answers import as_function, as_whole_number, as_whole_numbers, number_returned, verdict
 from minibones.viz import ReceptiveField, crop_field, erf_extent, receptive_fields
 
 RECURRENCE = "each layer adds (kernel - 1) x jump, the jump being the product of the strides before it"
@@ -32,9 +32,7 @@ def _structure(model: str) -> nn.Module:
 
 def _stage_field(model: str, stage: str) -> ReceptiveField:
     net = _structure(model)
-    names = [info.name for info in net.feature_info]
-    if stage not in names:
-        raise ValueError(f"{model} has no stage {stage!r}; its stages are {names}")
+    net.stage_index(stage)  # a clear error for a stage the model does not have
     (field,) = receptive_fields(net, layers=[stage])
     return field
 

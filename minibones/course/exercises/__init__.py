@@ -4,8 +4,8 @@ Each checker computes the true answer from the library itself (never from a
 stored table), says whether the learner's answer is right, and if not gives a
 hint rather than the answer. The checkers shared by several notebooks live
 here; those of one notebook live in a module named after its topic
-(``minibones.exercises.vgg`` for notebook 01, and so on). All of them read the
-learner's answer, and print their verdict, through :mod:`minibones.exercises.answers`.
+(``minibones.course.exercises.vgg`` for notebook 01, and so on). All of them read the
+learner's answer, and print their verdict, through :mod:`minibones.course.exercises.answers`.
 """
 
 from __future__ import annotations
@@ -14,17 +14,14 @@ import torch
 
 import minibones
 from minibones.backbone import count_parameters
-from minibones.exercises.answers import as_function, as_whole_number, as_whole_numbers, verdict
+from minibones.course.exercises.answers import as_function, as_whole_number, as_whole_numbers, verdict
 
 
 @torch.no_grad()
 def check_stage_shape(answer: tuple[int, ...], model: str, stage: str, image_size: tuple[int, int]) -> None:
     """Is ``answer`` the (C, H, W) of ``stage`` of ``model`` for an image of ``image_size`` = (H, W)?"""
     net = minibones.create_model(model).eval()
-    names = [info.name for info in net.feature_info]
-    if stage not in names:
-        raise ValueError(f"{model} has no stage {stage!r}; its stages are {names}")
-    index = names.index(stage)
+    index = net.stage_index(stage)
     truth = tuple(net.forward_stages(torch.zeros(1, 3, *image_size))[index].shape[1:])
     info = net.feature_info[index]
     answer = as_whole_numbers(answer, "(channels, height, width)", count=3)

@@ -14,7 +14,7 @@ import torch
 
 import minibones
 from minibones.backbone import count_parameters
-from minibones.exercises.answers import as_function, as_number, as_whole_numbers, positive_int, verdict
+from minibones.course.exercises.answers import as_function, as_number, as_whole_numbers, positive_int, verdict
 from minibones.layers import DropPath
 from minibones.models.efficientnet import ALPHA, B0_STAGES, BETA, EFFICIENTNET_B, GAMMA, MBConv
 

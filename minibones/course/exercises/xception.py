@@ -16,7 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import minibones
 from minibones.backbone import count_parameters
-from minibones.exercises.answers import as_function, as_number, positive_int, verdict
+from minibones.course.exercises.answers import as_function, as_number, positive_int, verdict
 from minibones.models.xception import SeparableConv
 
 FLOWS = ("entry_flow", "middle_flow", "exit_flow")

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from minibones.backbone import ModelConfig, count_parameters
-from minibones.exercises.answers import as_function, as_whole_number, positive_int, verdict
+from minibones.course.exercises.answers import as_function, as_whole_number, positive_int, verdict
 from minibones.models.resnet import PAPER, BasicBlock, Bottleneck, ProjectionShortcut, ResNet, ZeroPadShortcut
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}

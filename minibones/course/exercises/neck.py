@@ -12,7 +12,7 @@ import torch
 
 import minibones
 from minibones.backbone import count_parameters
-from minibones.exercises.answers import (as_function, as_number, as_whole_number, as_whole_numbers, number_returned,
+from minibones.course.exercises.answers import (as_function, as_number, as_whole_number, as_whole_numbers, number_returned,
                                         verdict)
 
 

@@ -4,9 +4,9 @@ same thing, and if not, what is wrong, in words.
 This module holds what each assignment grades (``A1`` to ``A5``, one :class:`Part` per block)
 and the conditions the learner's code runs in; the checks themselves live in two modules:
 
-1. **Own work** (:mod:`minibones.own_work`): a block that is, subclasses, holds or runs the
+1. **Own work** (:mod:`minibones.course.own_work`): a block that is, subclasses, holds or runs the
    implementation it was asked to write scores nothing, and the message says which it did.
-2. **Same computation** (:mod:`minibones.same_computation`): parameters (names and shapes),
+2. **Same computation** (:mod:`minibones.course.same_computation`): parameters (names and shapes),
    outputs after copying the library's weights, gradients; separate tests, so that one mistake
    costs once. A later block is graded with the library's earlier block swapped in
    (:attr:`Part.swaps`).
@@ -15,7 +15,7 @@ and the conditions the learner's code runs in; the checks themselves live in two
    with anything on stderr; under the autograder, memory is capped so that running out raises
    an error in one test instead of killing the notebook (which would drop the whole submission).
 
-Test cells import what they call in every cell (``from minibones.grading import A1``): a
+Test cells import what they call in every cell (``from minibones.course.grading import A1``): a
 notebook that rebinds a name (``check_module = lambda *a: None``) changes nothing.
 """
 
@@ -37,8 +37,8 @@ from torch import Tensor, nn
 from minibones.backbone import count_parameters
 from minibones.layers import ConvNormAct, SqueezeExcite
 from minibones.models import efficientnet, resnet, vit, xception
-from minibones.own_work import Rules, own_functions
-from minibones.same_computation import (Mismatch, check_same_parameters, compare_gradients, compare_outputs,
+from minibones.course.own_work import Rules, own_functions
+from minibones.course.same_computation import (Mismatch, check_same_parameters, compare_gradients, compare_outputs,
                                         copy_weights, gradients)
 
 
@@ -202,7 +202,7 @@ def _input(shape: tuple[int, ...]) -> Tensor:
 
 # --- the assignments' rules --------------------------------------------------------------
 
-LIBRARIES = ("minibones.models", "minibones.layers", "minibones.viz", "minibones.exercises",
+LIBRARIES = ("minibones.models", "minibones.layers", "minibones.viz", "minibones.course.exercises",
              "torchvision.models", "torchvision.ops", "timm", "captum")
 """Where blocks like the assignments' live: a learner's block must not come from there."""
 
@@ -297,7 +297,7 @@ def _reference_rank_correlation(a: Tensor, b: Tensor) -> float:
 
 
 _GRAD_CAM_RULES = Rules(
-    ("captum", "minibones.viz", "minibones.exercises", "pytorch_grad_cam", reference_grad_cam),
+    ("captum", "minibones.viz", "minibones.course.exercises", "pytorch_grad_cam", reference_grad_cam),
     hint="Use a forward hook (layer.register_forward_hook) and torch.autograd.grad.")
 _RANK_RULES = Rules(("scipy", "pandas", "minibones.viz", _reference_rank_correlation),
                     hint="Rank with torch.argsort, average the ranks of ties, then correlate.")
@@ -305,7 +305,7 @@ _RANK_RULES = Rules(("scipy", "pandas", "minibones.viz", _reference_rank_correla
 
 def grading_model() -> tuple[nn.Module, Tensor]:
     """A5's test model and photograph: a ResNet-18 (10 classes, fixed random weights) and the cat at 96 x 96."""
-    from minibones.photos import load_photo
+    from minibones.data.photos import load_photo
     from minibones.registry import create_model
 
     torch.manual_seed(0)

@@ -19,20 +19,13 @@ import math
 import torch
 
 import minibones
-from minibones.exercises.answers import as_function, as_number, as_whole_number, verdict
+from minibones.course.exercises.answers import as_function, as_number, as_whole_number, verdict
 
 
 def _model(name: str, **kwargs):
     if not isinstance(name, str):
         raise ValueError(f"model must be a model name such as 'resnet18', got {type(name).__name__}")
     return minibones.create_model(name, **kwargs)
-
-
-def _stage(net, stage: str) -> int:
-    names = net.stage_names()
-    if stage not in names:
-        raise ValueError(f"{net.config.name} has no stage {stage!r}; its stages are {names}")
-    return names.index(stage)
 
 
 def check_linear_probe_parameters(answer: int, model: str = "resnet18", num_classes: int = 5) -> None:
@@ -63,7 +56,7 @@ def check_stage_learning_rate(answer: float, model: str = "resnet18", stage: str
     from minibones.transfer import param_groups
 
     net = _model(model)
-    _stage(net, stage)
+    net.stage_index(stage)
     rates = {group["name"]: group["lr"] for group in param_groups(net, lr, decay=decay)}
     truth = rates[stage]
     return verdict(math.isclose(answer, truth, rel_tol=1e-6),
@@ -105,7 +98,7 @@ def check_reference_module(answer: str, model: str = "resnet50", stage: str = "c
 
     torch.manual_seed(0)
     net = _model(model).eval()
-    index = _stage(net, stage)
+    index = net.stage_index(stage)
     reference = randomize_(build_reference(net)).eval()
     minibones.load_reference_weights(net, reference)
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 import minibones
-from minibones.exercises.answers import (as_function, as_number, as_whole_number, as_whole_numbers, number_returned,
+from minibones.course.exercises.answers import (as_function, as_number, as_whole_number, as_whole_numbers, number_returned,
                                         verdict)
 from minibones.viz import DEFAULT_METHODS, METHODS, attribute
 
@@ -98,10 +98,8 @@ def check_gradcam_grid(answer: Sequence[int], model: str = "resnet50", stage: st
     answer = as_whole_numbers(answer, "the grid (height, width)", count=2)
     with torch.device("meta"):
         net = minibones.create_model(model).eval()
-        names = [info.name for info in net.feature_info]
-        if stage not in names:
-            raise ValueError(f"{model} has no stage {stage!r}; its stages are {names}")
-        feature = net.forward_stages(torch.zeros(1, 3, image_size, image_size))[names.index(stage)]
+        index = net.stage_index(stage)
+        feature = net.forward_stages(torch.zeros(1, 3, image_size, image_size))[index]
     truth = tuple(feature.shape[-2:])
     return verdict(answer == truth, f"Grad-CAM weighs the channels of {stage}'s own map: divide the image size by "
                                     "the stage's stride in feature_info")

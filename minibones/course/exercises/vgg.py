@@ -16,7 +16,7 @@ from torch import nn
 
 import minibones
 from minibones.backbone import count_parameters
-from minibones.exercises.answers import as_function, as_number, as_whole_number, number_returned, positive_int, verdict
+from minibones.course.exercises.answers import as_function, as_number, as_whole_number, number_returned, positive_int, verdict
 from minibones.models.vgg import VGG, VGGConv
 
 

@@ -1,7 +1,7 @@
 """Release, grade and check the nbgrader assignments in ``notebooks/assignments``.
 
-    python -m minibones.classroom release   # student versions into notebooks/assignments/release/
-    python -m minibones.classroom check     # prove every assignment grades: solution full, blank zero
+    python -m minibones.course.classroom release   # student versions into notebooks/assignments/release/
+    python -m minibones.course.classroom check     # prove every assignment grades: solution full, blank zero
 
 ``check`` works on a copy in a temporary folder: it submits the instructor's solution and the
 untouched student version of every assignment as two students, autogrades them in one call,

@@ -13,7 +13,7 @@ import torch
 
 import minibones
 from minibones.backbone import count_parameters
-from minibones.exercises.answers import as_function, as_number, verdict
+from minibones.course.exercises.answers import as_function, as_number, verdict
 from minibones.models.vit import VARIANTS
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 import minibones
-from minibones.exercises.answers import as_function, as_number, verdict
+from minibones.course.exercises.answers import as_function, as_number, verdict
 
 
 def check_centerness_function(function) -> None:

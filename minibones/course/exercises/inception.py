@@ -15,7 +15,7 @@ from torch import nn
 
 import minibones
 from minibones.backbone import count_parameters
-from minibones.exercises.answers import as_whole_number, as_whole_numbers, verdict
+from minibones.course.exercises.answers import as_whole_number, as_whole_numbers, verdict
 
 
 def _module(model: str, module: str) -> nn.Module:
@@ -122,7 +122,7 @@ def check_inception_module(module_class) -> None:
     (by name, or else in the same order), and, with the library's weights copied in, the same
     output: the four branches concatenated in the order 1x1, 3x3, 5x5, pool.
     """
-    from minibones.same_computation import Mismatch, copy_weights
+    from minibones.course.same_computation import Mismatch, copy_weights
     from minibones.models.inception import InceptionModule
 
     if not isinstance(module_class, type) or not issubclass(module_class, nn.Module):
