@@ -114,6 +114,11 @@ class Backbone(nn.Module):
         like = next(self.parameters())
         self.head.fc = classifier(self.num_features, num_classes, device=like.device, dtype=like.dtype)
 
+    def classifier_layers(self) -> dict[str, nn.Module]:
+        """Every layer :meth:`reset_classifier` replaces, by its path: what pretrained weights
+        for another number of classes must leave alone."""
+        return {"head.fc": self.head.fc}
+
     def name_map_for(self, layout: str = "reference") -> list[tuple[str, str | None]]:
         """The table from a checkpoint's tensor names to ours. ``"reference"``: the reference
         implementation's own state dict (``name_map``). A family whose weights also circulate in

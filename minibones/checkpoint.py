@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from minibones.files import atomic_path
 
@@ -116,12 +115,6 @@ def load_checkpoint(path: str | Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
-    """Put the weights of a :func:`minibones.train.fit` checkpoint into ``model``."""
-    model.load_state_dict(load_checkpoint(path)["model"])
-    return model
-
-
 def check_compatible(saved: dict, config, identity: dict, path: Path) -> None:
     """A checkpoint continues only the run that wrote it: the same model and data
     (``identity``), and the same settings of ``config`` but for :data:`RESUMABLE_CHANGES`."""
@@ -139,6 +132,6 @@ def check_compatible(saved: dict, config, identity: dict, path: Path) -> None:
 
 
 __all__ = [
-    "CHECKPOINT", "HISTORY", "Position", "check_compatible", "load_checkpoint", "load_weights", "resume_batches",
+    "CHECKPOINT", "HISTORY", "Position", "check_compatible", "load_checkpoint", "resume_batches",
     "rng_state", "save_checkpoint", "seed_everything", "set_rng_state",
 ]

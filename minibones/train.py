@@ -122,8 +122,9 @@ class History:
     def plot(self, title: str | None = None, axes=None):
         """Loss and accuracy per epoch, as ``fit`` measured them: train averaged during the epoch,
         test after it. Loss on a log scale (an early spike would otherwise flatten every later
-        epoch), accuracy in percent from 0 to 100, one tick per epoch. Returns the figure."""
+        epoch), accuracy in percent from 0 to 100, whole epochs on the x axis. Returns the figure."""
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter
 
         if axes is None:
             fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), layout="constrained")
@@ -135,12 +136,17 @@ class History:
             left.plot(epochs, self[f"{split}_loss"], style, label=split)
             right.plot(epochs, [100 * a for a in self[f"{split}_acc"]], style, label=split)
         left.set_yscale("log")
-        left.set_ylabel("cross-entropy loss (nats per image, log scale)")
+        # ticks at 1, 2 and 5 times each power of ten, written as plain numbers (0.2, 0.5, 1):
+        # a loss that spans less than a decade still gets a readable scale
+        left.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+        left.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        left.yaxis.set_minor_formatter(NullFormatter())
+        left.set_ylabel("cross-entropy, nats/image (log)")
         right.set_ylabel("accuracy (%)")
         right.set_ylim(0, 100)
         for ax in axes:
             ax.set_xlabel("epoch")
-            ax.set_xticks(epochs)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs, not crowded on long runs
             ax.grid(alpha=0.3)
         left.legend(loc="upper right")
         right.legend(loc="lower right")
@@ -237,6 +243,7 @@ class _Run:
     running: Tensor | None = None  # sum of losses, correct predictions, images: this epoch, this process
     epoch_rng: dict | None = None  # the random state when this epoch began (its loader's order)
     images_before: float = 0.0  # images of this epoch trained before a resume (not timed here)
+    mid_step: bool = False  # between a step's first and last line: its state is half updated
 
     def __post_init__(self):
         self.rank, self.world_size = rank_and_world_size()
@@ -326,6 +333,7 @@ class _Run:
 
     def step(self, net: nn.Module, images: Tensor, labels: Tensor) -> Tensor:
         """One optimizer step on a batch; its loss and accuracy join the epoch's sums on the device."""
+        self.mid_step = True
         images = images.to(self.device, non_blocking=True, memory_format=self.memory_format)
         labels = labels.to(self.device, non_blocking=True)
         with self.autocast:
@@ -336,6 +344,7 @@ class _Run:
         self.running += torch.stack([loss.detach() * n, (logits.argmax(1) == labels).sum(), loss.new_tensor(n)])
         self.position.batch += 1
         self.position.step += 1
+        self.mid_step = False
         return loss.detach()
 
     def sync(self, stop_requested: bool) -> tuple[list[float], bool]:
@@ -389,8 +398,13 @@ class _Run:
         barrier()
 
     def save_on_interrupt(self, error: KeyboardInterrupt) -> None:
-        """Ctrl-C: once all processes agreed to stop (or there is only one), save where the run is."""
-        if self.path and (self.world_size == 1 or isinstance(error, StopRequested)):
+        """Ctrl-C: once all processes agreed to stop (or there is only one), save where the run is.
+        Not from inside a step (a second Ctrl-C stops at once): its weights may be updated and
+        its position not yet, and a resumed run would train that batch twice."""
+        if self.path and self.mid_step:
+            if self.rank == 0:
+                print(f"stopped inside a step: {self.path} was left as it was", flush=True)
+        elif self.path and (self.world_size == 1 or isinstance(error, StopRequested)):
             self.save("interrupted")
             if self.rank == 0:
                 print(f"interrupted in epoch {self.position.epoch + 1} after {self.position.batch} batches; saved "
@@ -439,8 +453,9 @@ def train_briefly(
     Every epoch iterates over ``batches()`` (pairs of inputs and targets, moved to ``device``).
     ``loss(model, inputs, targets)`` returns the loss to minimise and the terms to report:
     an epoch's record holds each term's mean over its images, and every ``evaluate_every``
-    epochs and after the last, what ``test_metrics()`` returns. Stops with an error if the
-    loss stops being finite.
+    epochs and after the last, what ``test_metrics()`` returns. The sums stay on the device
+    until the epoch ends (as in :func:`fit`, no step waits for the device to report), and an
+    epoch whose loss was not finite stops the run with an error.
 
     Why not :func:`fit`? Its accuracy counts one label per image and its checkpoints and
     processes serve long runs; these tasks score pixels and boxes, in runs of seconds.
@@ -451,18 +466,19 @@ def train_briefly(
     history = []
     for epoch in range(epochs):
         model.train()
-        sums, count = {}, 0
+        total_sum, sums, count = 0.0, {}, 0
         for inputs, targets in batches():
             inputs, targets = _to(inputs, device), _to(targets, device)
             total, terms = loss(model, inputs, targets)
-            if not torch.isfinite(total):
-                raise FloatingPointError(f"the loss is {float(total.detach())} at epoch {epoch + 1}: "
-                                         "lower the learning rate")
             optimizer_step(total, optimizer, scheduler)
+            total_sum = total_sum + total.detach()
             for name, value in terms.items():
-                sums[name] = sums.get(name, 0.0) + float(value.detach()) * len(inputs)
+                sums[name] = sums.get(name, 0.0) + value.detach() * len(inputs)
             count += len(inputs)
-        record = {"epoch": epoch + 1, **{name: value / count for name, value in sums.items()}}
+        if not math.isfinite(float(total_sum)):
+            raise NonFiniteLossError(f"the loss was not finite in epoch {epoch + 1} of {epochs}: "
+                                     f"lower the learning rate (it was {lr:g}) or check the inputs for NaNs")
+        record = {"epoch": epoch + 1, **{name: float(value) / count for name, value in sums.items()}}
         if test_metrics is not None and ((epoch + 1) % evaluate_every == 0 or epoch + 1 == epochs):
             record.update(test_metrics())
         history.append(record)

@@ -51,10 +51,10 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def published_checkpoint(name: str, directory: Path, seed: int = 0):
+def published_checkpoint(name: str, directory: Path, seed: int = 0, **model_kwargs):
     """A checkpoint of ``name``'s reference in the published format, named like the published one
     (``<arch>-<first 8 hex digits of its sha256>.pth``), and its description."""
-    model = minibones.create_model(name)
+    model = minibones.create_model(name, **model_kwargs)
     weights = weights_for(model)
     reference = randomize_(build_reference(model, **weights.reference_kwargs), seed).eval()
     directory.mkdir(parents=True, exist_ok=True)
@@ -395,3 +395,17 @@ def test_lite3_and_lite4_have_no_packaged_weights_and_use_timms_download():
 def test_a_checkpoint_in_an_unknown_naming_is_refused_clearly():
     with pytest.raises(ValueError, match="no name map for checkpoints in the 'keras' layout"):
         minibones.create_model("resnet18").name_map_for("keras")
+
+
+def test_another_number_of_classes_keeps_the_auxiliary_classifiers_too(hub, tmp_path, monkeypatch):
+    # torchvision's published GoogLeNet file holds the auxiliary classifiers (1000 classes each)
+    source, weights, reference = published_checkpoint("googlenet", tmp_path / "published", aux_logits=True)
+    copy_instead_of_download(monkeypatch, source)
+    torch.manual_seed(0)
+    model = minibones.create_model("googlenet", aux_logits=True, num_classes=10)
+    fresh = {path: layer.weight.clone() for path, layer in model.classifier_layers().items()}
+    assert sorted(fresh) == ["aux1.fc", "aux2.fc", "head.fc"]
+    load_pretrained(model, weights=weights, progress=False)
+    assert {path: layer.out_features for path, layer in model.classifier_layers().items()} == dict.fromkeys(fresh, 10)
+    assert all(torch.equal(model.get_submodule(path).weight, weight) for path, weight in fresh.items())
+    assert torch.equal(model.inception3a.branch1x1.conv.weight, reference.inception3a.branch1.conv.weight)

@@ -119,6 +119,26 @@ def test_ctrl_c_saves_a_checkpoint_and_the_resumed_run_is_identical(how, uninter
     assert_same_run(run(tiny_data, config), uninterrupted)
 
 
+def test_an_interrupt_inside_a_step_leaves_the_last_checkpoint_as_it_was(uninterrupted, tiny_data, tmp_path, capsys):
+    """A second Ctrl-C lands anywhere, for example between the optimizer's update and the
+    position's: saving then would make the resumed run train that batch twice."""
+    config, model = tiny_config(tmp_path), new_model()
+    calls = []
+
+    def interrupt_in_epoch_2(module, inputs, output):
+        calls.append(module.training)
+        if sum(calls) == 6 + 3:  # training forward passes: the whole first epoch, then three batches
+            raise KeyboardInterrupt
+
+    model.fc.register_forward_hook(interrupt_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, tiny_data, config)
+    saved = load_checkpoint(tmp_path / "last.pt")
+    assert saved["reason"] == "epoch" and saved["position"] == {"epoch": 1, "batch": 0, "step": 6}
+    assert "left as it was" in capsys.readouterr().out
+    assert_same_run(run(tiny_data, config), uninterrupted)
+
+
 def test_resume_is_exact_with_a_plain_shuffling_dataloader(tiny_data, tmp_path):
     """A DataLoader draws its order from the global generator when an epoch starts:
     the resumed run must replay that draw."""
@@ -195,6 +215,14 @@ def test_no_weight_decay_on_norms_and_biases():
     exempt = {id(p) for p in no_decay["params"]}
     assert id(model.head.fc.bias) in exempt and id(model.stem.bn.weight) in exempt
     assert len(exempt) + len(decay["params"]) == len(list(model.parameters()))
+
+
+def test_no_weight_decay_on_vits_class_token_and_position_embeddings():
+    model = minibones.create_model("vit_tiny_cifar")
+    decay, no_decay = parameter_groups(model, 0.05)
+    exempt = {id(p) for p in no_decay["params"]}
+    assert id(model.cls_token) in exempt and id(model.pos_embed) in exempt
+    assert id(model.patch_embed.proj.weight) not in exempt
 
 
 @pytest.mark.parametrize("schedule", ["onecycle", "cosine"])
@@ -287,6 +315,6 @@ def test_the_short_loop_reports_each_term_and_stops_on_a_non_finite_loss():
     assert [sorted(row) for row in history] == [["ce", "epoch", "twice"], ["ce", "epoch", "test", "twice"]]
     assert history[1]["twice"] == pytest.approx(2 * history[1]["ce"])
     inputs[5, 1] = math.nan
-    with pytest.raises(FloatingPointError, match="the loss is nan at epoch 1"):
+    with pytest.raises(FloatingPointError, match="the loss was not finite in epoch 1 of 1: lower the learning rate"):
         train_briefly(model, lambda: [(inputs[4:], targets[4:])], loss, epochs=1, steps_per_epoch=4, lr=0.1,
                       weight_decay=0.0, device="cpu")

@@ -187,6 +187,10 @@ class InceptionNet(Backbone):
             if aux is not None:
                 aux.fc = classifier(aux.num_features, num_classes, device=like.device, dtype=like.dtype)
 
+    def classifier_layers(self) -> dict[str, nn.Module]:
+        aux = {f"{name}.fc": getattr(self, name).fc for name in self.aux_heads if getattr(self, name) is not None}
+        return super().classifier_layers() | aux
+
 
 # --- GoogLeNet (Szegedy et al. 2015) -------------------------------------------------------
 

@@ -276,6 +276,12 @@ class VisionTransformer(Backbone):
             nn.init.zeros_(self.head.fc.weight)
             nn.init.zeros_(self.head.fc.bias)
 
+    def no_weight_decay(self) -> tuple[str, ...]:
+        """Parameters that :func:`minibones.optim.parameter_groups` does not decay: the class token
+        and the position embeddings are learned inputs, not weights of a map, and decaying them
+        pulls every position towards zero (timm and the DeiT recipe exempt them too)."""
+        return ("cls_token", "pos_embed")
+
     def convert_reference(self, state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
         """Rename through ``name_map``; position embeddings stored for another grid (a checkpoint
         trained at 384 or 518 pixels) are interpolated to this model's grid (section 3.2)."""

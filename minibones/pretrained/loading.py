@@ -39,14 +39,14 @@ def load_pretrained(
         weights = weights_for(model, weights)
     path = fetch(weights, progress=progress, check_hash=check_hash, offline=offline)
 
-    fc, classes = model.head.fc, model.num_classes
-    if classes != len(weights.categories):
-        model.reset_classifier(len(weights.categories))  # load into a head the checkpoint's size ...
+    own_classifiers = model.classifier_layers() if model.num_classes != len(weights.categories) else {}
+    if own_classifiers:
+        model.reset_classifier(len(weights.categories))  # load into heads of the checkpoint's size ...
     try:
         load_reference_weights(model, path, model.name_map_for(weights.layout))
     finally:
-        if classes != len(weights.categories):
-            model.head.fc = fc  # ... then put the model's own classifier back
+        for layer_path, layer in own_classifiers.items():
+            model.set_submodule(layer_path, layer)  # ... then put the model's own classifiers back
     for name, value in weights.reference_kwargs.items():
         if hasattr(model, name):  # e.g. GoogLeNet's transform_input, switched on with the weights
             setattr(model, name, value)
