@@ -80,6 +80,7 @@ def plot_attention(model: nn.Module, photo="cat", size: int | None = None, heads
 
 def patch_map(model: nn.Module, x: Tensor, row: Tensor) -> Tensor:
     """A row over (1 + N) tokens -> the (H, W) map of its patch entries (laid on their grid by
-    the ViT's own ``tokens_to_grid``), upsampled bilinearly to the input."""
+    the ViT's own ``tokens_to_grid``), each value spread over its patch's pixels: a token *is*
+    its patch, so the map is drawn in blocks, not smoothed into a finer place than it has."""
     grid = model.tokens_to_grid(row.reshape(1, -1, 1), model.patch_grid(x)).float()  # (1, 1, h, w)
-    return F.interpolate(grid, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)[0, 0]
+    return F.interpolate(grid, size=tuple(x.shape[-2:]), mode="nearest")[0, 0]
