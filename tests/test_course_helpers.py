@@ -109,3 +109,11 @@ def test_answers_are_read_as_what_the_question_asks_for():
     assert number_returned(torch.tensor(0.25)) == 0.25 and number_returned(torch.tensor([[5]]), whole=True) == 5
     assert [number_returned(v) for v in (torch.ones(2), "1", True, None)] == [None] * 4
     assert number_returned(5.0, whole=True) is None and number_returned(torch.tensor(5.0), whole=True) is None
+
+
+def test_the_rank_correlation_checker_says_when_a_map_comes_back_instead_of_a_number():
+    from minibones.course.grading import A5
+    from minibones.course.same_computation import Mismatch
+
+    with pytest.raises(Mismatch, match=r"returned a tensor of shape \(12, 10\), expected one number, 1.000000"):
+        A5.check_rank_correlation(lambda a, b: a - b)  # a whole map: float() would raise a bare ValueError

@@ -60,7 +60,7 @@ def test_drop_path_grows_linearly_with_the_block_index(capsys):
     assert said(capsys).startswith("not yet:")
 
 
-def test_flops_growth_is_alpha_beta_squared_gamma_squared_to_the_phi(capsys):
+def test_macs_growth_is_alpha_beta_squared_gamma_squared_to_the_phi(capsys):
     check_macs_growth(round((1.2 * 1.1**2 * 1.15**2) ** 3, 2), phi=3)
     assert said(capsys) == "correct"
     check_macs_growth(8, phi=3)  # 2 ** phi: the rule of thumb, not the product

@@ -142,7 +142,7 @@ def test_separable_parameters(capsys):
     assert said(capsys).startswith("not yet:")
 
 
-def test_flops_ratio_to_one_decimal(capsys):
+def test_macs_ratio_to_one_decimal(capsys):
     c = 728
     ratio = 9 * c * c / (9 * c + c * c)  # Chollet 2017: the grid size cancels
     check_macs_ratio(round(ratio, 1), channels=c, size=19)

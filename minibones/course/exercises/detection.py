@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 import minibones
-from minibones.course.exercises.answers import as_function, as_number, verdict
+from minibones.course.exercises.answers import as_function, as_number, number_returned, verdict
 
 
 def check_centerness_function(function) -> None:
@@ -70,7 +70,7 @@ def check_level_function(function) -> None:
             except Exception as error:
                 return verdict(False, f"your function raised {type(error).__name__}: {error}; it receives a reach "
                                       "(a float, in pixels) and a list of strides, and returns a level index")
-            if isinstance(answer, bool) or not isinstance(answer, int) or answer != truth:
+            if number_returned(answer, whole=True) != truth:
                 return verdict(False, f"with strides {strides} an object reaching {reach:.1f} pixels goes to level {truth}, "
                                       f"yours gave {answer!r}; the level of stride s takes reaches between 4s and 8s, "
                                       "and the first and last levels take everything below and above")

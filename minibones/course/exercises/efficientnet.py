@@ -14,7 +14,8 @@ import torch
 
 import minibones
 from minibones.backbone import count_parameters
-from minibones.course.exercises.answers import as_function, as_number, as_whole_numbers, positive_int, verdict
+from minibones.course.exercises.answers import (as_function, as_number, as_whole_numbers, number_returned,
+                                                positive_int, verdict)
 from minibones.layers import DropPath
 from minibones.models.efficientnet import ALPHA, B0_STAGES, BETA, EFFICIENTNET_B, GAMMA, MBConv
 
@@ -129,9 +130,10 @@ def check_round_filters(round_filters) -> None:
     """
     as_function(round_filters, "check_round_filters(round_filters)")
     for channels, width, truth in _round_filters_cases():
-        got = round_filters(channels, width)
-        if isinstance(got, bool) or not isinstance(got, int):
-            return verdict(False, f"round_filters({channels}, {width}) returned {got!r}: return a whole number "
+        returned = round_filters(channels, width)
+        got = number_returned(returned, whole=True)
+        if got is None:
+            return verdict(False, f"round_filters({channels}, {width}) returned {returned!r}: return a whole number "
                            "(an int) of channels, a layer cannot have a fraction of a channel")
         if got == truth:
             continue

@@ -13,15 +13,15 @@ import torch
 
 import minibones
 from minibones.backbone import count_parameters
-from minibones.course.exercises.answers import as_function, as_number, verdict
+from minibones.course.exercises.answers import as_function, as_number, positive_int, verdict
 from minibones.models.vit import VARIANTS
 
 
 def _vit_on_meta(model: str, image_size: int | None = None):
     if model not in VARIANTS:
         raise ValueError(f"model must be one of the ViTs {sorted(VARIANTS)}, got {model!r}")
-    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
-        raise ValueError(f"image_size must be a positive whole number of pixels, got {image_size!r}")
+    if image_size is not None:
+        positive_int(image_size, "image_size (pixels)")
     with torch.device("meta"):
         return minibones.create_model(model)
 

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
-from torch.utils.flop_counter import FlopCounterMode
 
 import minibones
 from minibones.backbone import count_parameters
+from minibones.compare import count_macs
 from minibones.course.exercises.answers import as_function, as_number, positive_int, verdict
 from minibones.models.xception import SeparableConv
 
@@ -37,25 +37,19 @@ def check_separable_parameters(answer: int, in_channels: int = 256, out_channels
                    "in_channels to out_channels; neither has a bias")
 
 
-def _flops(module: nn.Module, shape: tuple[int, ...]) -> int:
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        module(torch.zeros(shape, device="meta"))
-    return counter.get_total_flops()
-
-
 def check_macs_ratio(answer: float, channels: int = 728, size: int = 19) -> None:
     """Is ``answer`` (to one decimal) how many times more multiply-adds a full 3x3 conv from ``channels`` to
     ``channels`` costs than a separable one, on a ``size`` x ``size`` grid?
 
-    Both are counted by PyTorch's FLOP counter on a forward pass (on the meta device: shapes only);
-    the counter's 2 FLOPs per multiply-add cancel in the ratio.
+    Both are counted on a forward pass by :func:`minibones.compare.count_macs` (on the meta
+    device: shapes only).
     """
     channels, size = positive_int(channels, "channels"), positive_int(size, "size")
     with torch.device("meta"):
         full = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
         separable = SeparableConv(channels, channels)
     shape = (1, channels, size, size)
-    truth = _flops(full, shape) / _flops(separable, shape)
+    truth = count_macs(full, shape) / count_macs(separable, shape)
     return verdict(abs(as_number(answer, "the ratio") - truth) < 0.05 + 1e-9,
                    "per output position a full conv costs k*k*C_in*C_out multiply-adds, a separable one "
                    "k*k*C_in + C_in*C_out; the grid size cancels out (give one decimal)")
