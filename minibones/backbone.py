@@ -175,6 +175,33 @@ def mode(model: nn.Module, training: bool) -> Iterator[nn.Module]:
         model.train(was_training)
 
 
+@torch.no_grad()
+def measure_batch_norm_(model: nn.Module, inputs: Tensor, batch_size: int = 256) -> nn.Module:
+    """Set every batch norm's running statistics to those measured on ``inputs``, in place (one
+    pass, a cumulative average over its batches); no weight changes, and the model gets its
+    mode back. Only the batch norms run in training mode: dropout and stochastic depth stay
+    off, so they cannot bias the statistics.
+
+    Why: a network with made-up or initial statistics lets its activations shrink or grow
+    block after block, until its output hardly depends on the input. Measured statistics put
+    every normalised layer back at zero mean and unit variance, without training a weight.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [norm.momentum for norm in norms]
+    with mode(model, False):
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None  # a cumulative average over the batches, not an exponential one
+            norm.train()
+        try:
+            for batch in inputs.split(batch_size):
+                model(batch)
+        finally:
+            for norm, momentum in zip(norms, momenta):
+                norm.momentum = momentum
+    return model
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

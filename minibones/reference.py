@@ -12,7 +12,7 @@ import importlib
 import torch
 from torch import Tensor, nn
 
-from minibones.backbone import Backbone, mode
+from minibones.backbone import Backbone
 
 
 def has_reference(model: Backbone) -> bool:
@@ -73,26 +73,3 @@ def relative_error(output: Tensor, expected: Tensor) -> float:
     difference = (output.double() - expected.double()).norm()
     return float(difference / expected.double().norm().clamp_min(1e-30))
 
-
-@torch.no_grad()
-def calibrate_batch_norm_(module: nn.Module, x: Tensor) -> nn.Module:
-    """Set every batch norm's running statistics to those measured on ``x``, in place.
-
-    Made-up statistics (``randomize_``) let activations drift: with SiLU or hard-swish,
-    which halve small signals, a deep network's logits end up almost independent of the
-    input (a relative change of 1e-7 for EfficientNet-B0), and a parity test at 1e-5
-    could not see a wrong layer. Measured statistics keep every layer informative.
-    """
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return module
-    momenta = [norm.momentum for norm in norms]
-    with mode(module, False):
-        for norm in norms:
-            norm.reset_running_stats()
-            norm.momentum = None  # cumulative average: after one batch, exactly that batch's statistics
-            norm.train()
-        module(x)
-    for norm, momentum in zip(norms, momenta):
-        norm.momentum = momentum
-    return module

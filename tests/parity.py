@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 import minibones
-from minibones.reference import build_reference, calibrate_batch_norm_, randomize_, relative_error
+from minibones.backbone import measure_batch_norm_
+from minibones.reference import build_reference, randomize_, relative_error
 
 TOLERANCE = 1e-5  # relative error of the logits, float32
 
@@ -63,7 +64,7 @@ def ported_pair(name: str, meta_init: bool = False, **kwargs):
     model, reference = build_pair(name, meta_init, **kwargs)
     randomize_(reference)
     size = model.config.input_size[1] if getattr(model, "fixed_input_size", False) else 112
-    calibrate_batch_norm_(reference, torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(2)))
+    measure_batch_norm_(reference, torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(2)))
     minibones.load_reference_weights(model, reference)
     return model.eval(), reference.eval()
 

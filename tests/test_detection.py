@@ -25,7 +25,7 @@ from minibones.detection import (
     train_detector,
 )
 from minibones.neck import ShapesOnPhotos, anchor_generator, detection_backbone, torchvision_detector
-from minibones.reference import calibrate_batch_norm_
+from minibones.backbone import measure_batch_norm_
 from minibones.registry import _BUILDERS
 
 IMAGE_SIZE = 96
@@ -266,7 +266,7 @@ def pyramid_of(name: str):
     torch.manual_seed(0)
     pyramid = detection_backbone(minibones.create_model(name), out_channels=32)
     size = image_size_for(name)
-    return calibrate_batch_norm_(pyramid, torch.randn(4, 3, size, size))
+    return measure_batch_norm_(pyramid, torch.randn(4, 3, size, size))
 
 
 LOSS_TERMS = {"fcos": {"classification", "bbox_regression", "bbox_ctrness"},

@@ -70,3 +70,15 @@ def test_a_stage_is_found_by_name_or_the_error_lists_the_stages():
     assert [model.stage_index(name) for name in model.stage_names()] == list(range(len(model.feature_info)))
     with pytest.raises(ValueError, match=r"resnet18 has no stage 'layer4'; its stages are \['conv1', 'conv2_x', "):
         model.stage_index("layer4")
+
+
+def test_batch_norm_statistics_are_measured_and_the_mode_given_back():
+    import torch
+    from minibones.backbone import measure_batch_norm_
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Dropout(0.9)).train()
+    inputs = torch.randn(8, 3, 6, 6) * 3 + 1
+    measure_batch_norm_(model, inputs, batch_size=4)  # two batches: a cumulative average of the two
+    features = model[0](inputs)
+    torch.testing.assert_close(model[1].running_mean, features.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
+    assert model.training and model[1].momentum == 0.1

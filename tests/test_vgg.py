@@ -5,7 +5,8 @@ import torch
 
 import minibones
 from minibones import count_parameters, load_reference_weights
-from minibones.reference import build_reference, calibrate_batch_norm_, randomize_, relative_error
+from minibones.backbone import measure_batch_norm_
+from minibones.reference import build_reference, randomize_, relative_error
 from parity import TOLERANCE, assert_activations_used_once, assert_compiles
 
 # torchvision's published parameter counts (the ``num_params`` of each weights' meta data)
@@ -34,7 +35,7 @@ def ported(request):
     with torch.device("meta"):
         model = minibones.create_model(request.param)
     reference = randomize_(build_reference(model))
-    calibrate_batch_norm_(reference, torch.randn(2, 3, 112, 112, generator=torch.Generator().manual_seed(2)))
+    measure_batch_norm_(reference, torch.randn(2, 3, 112, 112, generator=torch.Generator().manual_seed(2)))
     load_reference_weights(model.to_empty(device="cpu"), reference)
     return model.eval(), reference.eval()
 

@@ -44,7 +44,7 @@ from torch import Tensor, nn
 
 from minibones.backbone import ModelConfig, classifier
 from minibones.layers import ConvNormAct, DropPath, SqueezeExcite, he_init_, make_divisible
-from minibones.models.mobilenet import InvertedResidualNet
+from minibones.models.mobilenet import InvertedResidualNet, parts_built
 from minibones.porting import numbered_layers
 from minibones.registry import register_model
 
@@ -80,9 +80,7 @@ class MBConv(nn.Module):
 
     @property
     def parts(self) -> tuple[str, ...]:
-        """The layers ``forward`` applies, in order (an expansion or SE the block was built without is left out)."""
-        names = ("expand", "depthwise", "se", "project")
-        return tuple(name for name in names if not isinstance(self.get_submodule(name), nn.Identity))
+        return parts_built(self)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.expand(x)  # (B, t*C, H, W)

@@ -62,6 +62,13 @@ class BlockSpec:
     stride: int
 
 
+def parts_built(block: nn.Module) -> tuple[str, ...]:
+    """The layers an inverted residual block applies, in order: an expansion or SE it was built
+    without (an ``nn.Identity``) is left out. Name maps number a block's layers this way."""
+    names = ("expand", "depthwise", "se", "project")
+    return tuple(name for name in names if not isinstance(block.get_submodule(name), nn.Identity))
+
+
 class InvertedResidual(nn.Module):
     """1x1 expand (skipped when it would not change the width), kxk depthwise, optional SE,
     1x1 linear projection; the input is added back when the shapes match (V2 figure 3b, V3 figure 4)."""
@@ -85,9 +92,7 @@ class InvertedResidual(nn.Module):
 
     @property
     def parts(self) -> tuple[str, ...]:
-        """The layers ``forward`` applies, in order (an expansion or SE the block was built without is left out)."""
-        names = ("expand", "depthwise", "se", "project")
-        return tuple(name for name in names if not isinstance(self.get_submodule(name), nn.Identity))
+        return parts_built(self)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.expand(x)  # (B, exp, H, W)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from minibones.backbone import Backbone, mode
+from minibones.backbone import Backbone, measure_batch_norm_, mode
 from minibones.optim import make_scheduler, optimizer_step
 from minibones.train import TrainConfig
 
@@ -105,8 +105,8 @@ def run_trunk(trunk: nn.Module, inputs: Tensor, batch_size: int = 128) -> Tensor
 
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, inputs: Tensor, batch_size: int = 256) -> nn.Module:
-    """Measure every batch norm's running statistics on ``inputs`` (one pass, averaged over all
-    of them); no weight changes. Returns ``model`` in eval mode.
+    """Measure every batch norm's running statistics on ``inputs``
+    (:func:`minibones.backbone.measure_batch_norm_`); no weight changes. Returns ``model`` in eval mode.
 
     Why: a randomly initialised network is the control that separates what pretraining
     bought from what the architecture gives for free. But with batch norm at its initial
@@ -114,26 +114,11 @@ def recalibrate_batchnorm(model: nn.Module, inputs: Tensor, batch_size: int = 25
     after block, and its features end up nearly constant: a probe on them would measure the
     initialisation, not the architecture. With statistics measured on the task's images,
     every normalised layer is back at zero mean and unit variance, the strongest baseline
-    that trains no weight. Only the batch norms run in training mode (dropout and stochastic
-    depth stay off, so they cannot bias the statistics).
+    that trains no weight.
     """
-    norms = [m for m in model.modules() if type(m) in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)]
-    if not norms:
-        raise ValueError(f"{type(model).__name__} has no (unfrozen) batch norm whose statistics could be measured")
-    momenta = [m.momentum for m in norms]
-    model.eval()
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # a cumulative average over the batches, not an exponential one
-        norm.train()
-    try:
-        for batch in inputs.split(batch_size):
-            model(batch)
-    finally:
-        for norm, momentum in zip(norms, momenta):
-            norm.momentum = momentum
-        model.eval()
-    return model
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise ValueError(f"{type(model).__name__} has no batch norm whose statistics could be measured")
+    return measure_batch_norm_(model, inputs, batch_size).eval()
 
 
 @torch.no_grad()
