@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 import minibones
 from minibones.backbone import Backbone
-from minibones.pretrained import Prediction, imagenet_categories, predict, preprocess_for, weights_for
+from minibones.pretrained import categories_for, predict, preprocess_for, top_predictions, weights_for
 from minibones.reference import build_reference, has_reference, randomize_, relative_error
 from minibones.viz.gradcam import grad_cam, token_grid
 
@@ -220,14 +220,9 @@ def plot_side_by_side(result: SideBySide, channel: int = 0):
     return figure
 
 
-def _categories(model: nn.Module) -> list[str]:
-    """The class names of the model's pretrained weights, else ImageNet's."""
-    return getattr(getattr(model, "pretrained_weights", None), "categories", None) or imagenet_categories()
-
-
 def predictions_side_by_side(model: Backbone, reference: nn.Module, image, topk: int = 5) -> str:
     """The top-k of minibones and of the reference for one image, with the same preprocessing."""
-    preprocess, categories = preprocess_for(model), _categories(model)
+    preprocess, categories = preprocess_for(model), categories_for(model)
     ours = predict(model, image, topk, preprocess=preprocess, categories=categories)
     theirs = predict(reference, image, topk, preprocess=preprocess, categories=categories)
     lines = [f"{'minibones':<40} | reference"]
@@ -289,17 +284,12 @@ def compare_predictions(model: Backbone, reference: nn.Module, images: dict) -> 
     """Every image of ``images`` (name -> image) through both networks, with ``model``'s
     preprocessing for both: the top-5 of each and the largest difference of probability
     (over all classes) and of logit."""
-    preprocess, categories = preprocess_for(model), _categories(model)
+    preprocess, categories = preprocess_for(model), categories_for(model)
     matches = []
     for name, image in images.items():
         x = preprocess(image).unsqueeze(0)
         ours, theirs = model.eval()(x)[0], reference.eval()(x)[0]
         p, q = ours.softmax(-1), theirs.softmax(-1)
-        matches.append(PredictionMatch(name, _top5(p, categories), _top5(q, categories),
+        matches.append(PredictionMatch(name, top_predictions(p, categories), top_predictions(q, categories),
                                        float((p - q).abs().max()), float((ours - theirs).abs().max())))
     return matches
-
-
-def _top5(probabilities: Tensor, categories: list[str]) -> list[Prediction]:
-    values, indices = probabilities.topk(5)
-    return [Prediction(int(i), categories[int(i)], float(v)) for v, i in zip(values, indices)]

@@ -56,7 +56,8 @@ from minibones.pretrained.fetching import (
     fetch,
     installed,
 )
-from minibones.pretrained.loading import Prediction, load_pretrained, predict, preprocess_for
+from minibones.pretrained.loading import (Prediction, categories_for, load_pretrained, predict, preprocess_for,
+                                         top_predictions)
 from minibones.pretrained.weights import (
     PACKAGED_WEIGHTS,
     Preprocess,
@@ -67,6 +68,6 @@ from minibones.pretrained.weights import (
 
 __all__ = [
     "PACKAGED_WEIGHTS", "HashMismatchError", "PackagedFile", "Prediction", "Preprocess", "PretrainedWeights",
-    "PretrainedWeightsError", "WeightsNotFoundError", "checkpoint_dir", "copy_into_cache", "fetch",
-    "imagenet_categories", "installed", "load_pretrained", "predict", "preprocess_for", "weights_for",
+    "PretrainedWeightsError", "WeightsNotFoundError", "categories_for", "checkpoint_dir", "copy_into_cache", "fetch",
+    "imagenet_categories", "installed", "load_pretrained", "predict", "preprocess_for", "top_predictions", "weights_for",
 ]

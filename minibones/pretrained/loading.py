@@ -99,9 +99,7 @@ def predict(
     for the reference, so both see exactly the same input.
     """
     preprocess = preprocess or preprocess_for(model)
-    if categories is None:
-        weights = getattr(model, "pretrained_weights", None)
-        categories = weights.categories if weights is not None else imagenet_categories()
+    categories = categories_for(model) if categories is None else categories
     parameter = next(model.parameters())
     x = preprocess(image).unsqueeze(0).to(parameter.device, parameter.dtype)
     with mode(model, training=False):
@@ -111,6 +109,16 @@ def predict(
             f"the model has {logits.shape[-1]} outputs but {len(categories)} class names were given; "
             "pass categories=[...] with one name per output"
         )
-    probabilities = logits.float().softmax(-1)[0]
-    top = probabilities.topk(min(topk, len(categories)))
+    return top_predictions(logits.float().softmax(-1)[0], categories, topk)
+
+
+def categories_for(model: nn.Module) -> tuple[str, ...]:
+    """The class names of the model's pretrained weights, else ImageNet's."""
+    weights = getattr(model, "pretrained_weights", None)
+    return tuple(weights.categories) if weights is not None else tuple(imagenet_categories())
+
+
+def top_predictions(probabilities: torch.Tensor, categories, k: int = 5) -> list[Prediction]:
+    """The ``k`` most probable classes of one image's (num_classes,) probabilities, with their names."""
+    top = probabilities.topk(min(k, len(categories)))
     return [Prediction(int(i), categories[int(i)], float(p)) for p, i in zip(top.values, top.indices)]

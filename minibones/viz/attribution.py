@@ -163,15 +163,14 @@ def top_classes(model: nn.Module, x: Tensor, k: int = 5) -> list:
     normalised, any size: unlike :func:`minibones.predict`, nothing is resized or cropped), as
     :class:`minibones.pretrained.Prediction` (index, name, probability). Names come from the
     model's pretrained weights (ImageNet), or are the class indices as text."""
-    from minibones.pretrained import Prediction
+    from minibones.pretrained import top_predictions
 
-    categories = getattr(getattr(model, "pretrained_weights", None), "categories", None)
     model.eval()
     with torch.no_grad():
         probabilities = model(x).float().softmax(1)[0]
-    top = probabilities.topk(k)
-    return [Prediction(int(i), categories[int(i)] if categories else str(int(i)), float(p))
-            for p, i in zip(top.values, top.indices)]
+    weights = getattr(model, "pretrained_weights", None)
+    categories = weights.categories if weights is not None else [str(i) for i in range(len(probabilities))]
+    return top_predictions(probabilities, categories, k)
 
 
 # methods that read how the score changes with the input pixels: an all-zero map means it does not
