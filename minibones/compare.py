@@ -32,6 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import minibones
 from minibones.backbone import Backbone, count_parameters, mode
 from minibones.bench import time_steps
+from minibones.distributed import default_device
 from minibones.pretrained import PretrainedWeightsError, weights_for
 from minibones.train import evaluate
 
@@ -226,7 +227,7 @@ def compare_models(
     :func:`measure`. ``pretrained=True`` loads the reference weights (see
     :mod:`minibones.pretrained`); the published accuracy is shown either way.
     """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(device) if device else default_device()
     reports = []
     for entry in models:
         model = minibones.create_model(entry, pretrained=pretrained) if isinstance(entry, str) else entry

@@ -108,7 +108,6 @@ class RenormalizeInput(nn.Module):
         return f"mean={self.mean}, std={self.std}"
 
 
-
 class InceptionNet(Backbone):
     """What GoogLeNet and Inception-v3 do around their Inception modules, written once.
 

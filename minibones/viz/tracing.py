@@ -13,6 +13,7 @@ the map (upsampling, transposed convolutions) raises an error rather than being 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -276,8 +277,8 @@ def _reshaped(spatial, old_shape, new_shape):
     number of elements before and inside it), or ``None`` if a reshape splits it."""
     if spatial is None or list(spatial) != list(range(spatial[0], spatial[-1] + 1)):
         return None
-    before = _prod(old_shape[: spatial[0]])
-    inside = _prod(old_shape[spatial[0] : spatial[-1] + 1])
+    before = math.prod(old_shape[: spatial[0]])
+    inside = math.prod(old_shape[spatial[0] : spatial[-1] + 1])
     cumulative, first, last = 1, None, None
     for dim, size in enumerate(new_shape):
         if cumulative == before and first is None and size != 1:
@@ -339,10 +340,3 @@ def _pair(value) -> tuple[int, int]:
     if isinstance(value, (tuple, list, torch.Size)):
         return (int(value[0]), int(value[-1])) if len(value) else (1, 1)
     return (int(value), int(value))
-
-
-def _prod(values) -> int:
-    result = 1
-    for v in values:
-        result *= v
-    return result
