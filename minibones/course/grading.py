@@ -16,7 +16,7 @@ and the conditions the learner's code runs in; the checks themselves live in two
    an error in one test instead of killing the notebook (which would drop the whole submission).
 
 Test cells import what they call in every cell (``from minibones.course.grading import A1``): a
-notebook that rebinds a name (``check_module = lambda *a: None``) changes nothing.
+notebook that rebinds a name (``A1 = None``, ``check_savings = lambda *a: None``) changes nothing.
 """
 
 from __future__ import annotations

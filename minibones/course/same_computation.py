@@ -88,20 +88,6 @@ def compare_outputs(output, expected: Tensor, x: Tensor, what: str, rtol: float,
                        "check the order of the layers, where the activations go, and what is added to what.")
 
 
-def check_same_output(student: nn.Module, reference: nn.Module, x: Tensor, what: str = "your module",
-                      rtol: float = 1e-5, atol: float = 1e-6) -> Tensor:
-    """After copying the weights, the same output for the same input (eval mode)."""
-    student.eval(), reference.eval()
-    with torch.no_grad():
-        expected = reference(x)
-        try:
-            output = student(x)
-        except NotImplementedError:
-            raise Mismatch(f"{what} is not implemented yet (it raised NotImplementedError)") from None
-    compare_outputs(output, expected, x, what, rtol, atol)
-    return output
-
-
 def gradients(module: nn.Module, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
     """In training mode, the gradients of a weighted sum of the outputs with respect to ``x`` and to every
     parameter (by name); each output gets its own weight, so that two outputs swapped show."""
@@ -124,23 +110,3 @@ def compare_gradients(ours: tuple, theirs: tuple, names: dict[str, str], what: s
         grad = ours_p.get(mine)
         if grad is None or not torch.allclose(grad, theirs_p[library], rtol=rtol, atol=atol):
             raise Mismatch(f"{what}: the gradient of {mine} differs (or is missing): is {mine} used in forward?")
-
-
-def check_same_gradients(student: nn.Module, reference: nn.Module, x: Tensor, what: str = "your module",
-                         rtol: float = 1e-4, atol: float = 1e-6) -> None:
-    """The same gradient with respect to the input and to every parameter (training mode)."""
-    names = {name: name for name in reference.state_dict()}
-    compare_gradients(gradients(student, x), gradients(reference, x), names, what, rtol, atol)
-
-
-def check_module(student: nn.Module, reference: nn.Module, x: Tensor, what: str = "your module",
-                 rtol: float = 1e-5, atol: float = 1e-6) -> None:
-    """Parameters, outputs and gradients, in the order that gives the most useful message first.
-
-    Loosen ``rtol``/``atol`` only where the library uses a fused kernel that rounds
-    differently from the textbook formula (attention through scaled_dot_product_attention).
-    """
-    check_same_parameters(student, reference, what)
-    copy_weights(student, reference, what)
-    check_same_output(student, reference, x, what, rtol=rtol, atol=atol)
-    check_same_gradients(student, reference, x, what, rtol=max(rtol, 1e-4), atol=atol)
