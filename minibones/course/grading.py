@@ -103,6 +103,19 @@ def swapped(namespace: dict | None, swaps: dict) -> Iterator[None]:
                 namespace[name] = value
 
 
+@contextlib.contextmanager
+def learner_code(rules: Rules, what: str, namespace: dict | None = None, swaps: dict | None = None) -> Iterator[None]:
+    """The conditions the learner's code runs in: the memory cap, the library's blocks swapped in
+    (``swaps``), stderr on stdout, the watch over what runs; and a block left to write (it raises
+    ``NotImplementedError``) told in words."""
+    limit_memory()
+    with swapped(namespace, swaps or {}), stderr_to_stdout(), rules.watch(what):
+        try:
+            yield
+        except NotImplementedError:
+            raise Mismatch(f"{what} is not implemented yet (it raised NotImplementedError)") from None
+
+
 def _call_args(args: tuple, kwargs: dict) -> str:
     return ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
 
@@ -126,15 +139,9 @@ class Part:
     rtol: float = 1e-5
     atol: float = 1e-6
 
-    @contextlib.contextmanager
-    def graded(self, student, what: str) -> Iterator[None]:
-        """The conditions the learner's code runs in: swaps, stderr on stdout, memory cap, and the watch."""
-        limit_memory()
-        with swapped(_namespace(student), self.swaps), stderr_to_stdout(), self.rules.watch(what):
-            try:
-                yield
-            except NotImplementedError:
-                raise Mismatch(f"{what} is not implemented yet (it raised NotImplementedError)") from None
+    def graded(self, student, what: str):
+        """:func:`learner_code` with this part's rules and swaps."""
+        return learner_code(self.rules, what, _namespace(student), self.swaps)
 
     def build(self, student: type, args: tuple, kwargs: dict) -> tuple[nn.Module, nn.Module, str]:
         """The learner's block and the library's, from the same arguments, after the own-work checks."""
@@ -314,13 +321,9 @@ def grading_model() -> tuple[nn.Module, Tensor]:
 
 
 def _run_grad_cam(grad_cam: Callable, model: nn.Module, x: Tensor, target: int, layer: nn.Module, what: str) -> Tensor:
-    limit_memory()
     _GRAD_CAM_RULES.check_code(grad_cam, what)
-    with stderr_to_stdout(), _GRAD_CAM_RULES.watch(what):
-        try:
-            return grad_cam(model, x, target, layer)
-        except NotImplementedError:
-            raise Mismatch(f"{what} is not implemented yet (it raised NotImplementedError)") from None
+    with learner_code(_GRAD_CAM_RULES, what):
+        return grad_cam(model, x, target, layer)
 
 
 def check_grad_cam(grad_cam: Callable, stage: str, targets: tuple[int, ...], batch: bool = False) -> None:
@@ -369,7 +372,6 @@ def check_grad_cam_cleans_up(grad_cam: Callable, failing_input: bool = False) ->
 
 def check_rank_correlation(rank_correlation: Callable, hidden: bool = False) -> None:
     """A5: Spearman's rank correlation of two maps, ties given their average rank, as scipy computes it."""
-    limit_memory()
     generator = torch.Generator().manual_seed(5 if hidden else 1)
     a = F.relu(torch.randn(12, 10, generator=generator))  # about half zeros: many ties, as in Grad-CAM maps
     cases = [(a, a), (a, -a), (a, a + 0.5 * torch.randn(12, 10, generator=generator))]
@@ -378,11 +380,8 @@ def check_rank_correlation(rank_correlation: Callable, hidden: bool = False) -> 
     for left, right in cases:
         what = f"rank_correlation on two {tuple(left.shape)} maps"
         _RANK_RULES.check_code(rank_correlation, what)
-        with stderr_to_stdout(), _RANK_RULES.watch(what):
-            try:
-                rho = rank_correlation(left.clone(), right.clone())
-            except NotImplementedError:
-                raise Mismatch("rank_correlation is not implemented yet (it raised NotImplementedError)") from None
+        with learner_code(_RANK_RULES, what):
+            rho = rank_correlation(left.clone(), right.clone())
         expected = _reference_rank_correlation(left, right)
         number = number_returned(rho)  # a float, or a one-element tensor; anything else is refused
         if number is None or abs(number - expected) > 1e-5:
