@@ -65,3 +65,8 @@ def test_compiled_resnet18_gives_the_same_output():
         expected = model(x)
         compiled = torch.compile(model)(x)
     torch.testing.assert_close(compiled, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_cifar_resnet_can_be_built_narrower():
+    model = minibones.create_model("resnet20", widths=(8, 16, 32))
+    assert [info.channels for info in model.feature_info][-3:] == [8, 16, 32]

@@ -250,7 +250,8 @@ def _cifar(name: str, n: int, num_classes: int = 10, **kwargs) -> ResNet:
         name=name, reference="none (He et al. 2016, table 6)", paper=PAPER,
         input_size=(3, 32, 32), mean=CIFAR_MEAN, std=CIFAR_STD,
     )
-    return ResNet(BasicBlock, (n, n, n), config, num_classes, widths=(16, 32, 64), stem="cifar", **kwargs)
+    options = {"widths": (16, 32, 64), "stem": "cifar", **kwargs}  # the paper's widths, unless asked otherwise
+    return ResNet(BasicBlock, (n, n, n), config, num_classes, **options)
 
 
 @register_model
