@@ -72,7 +72,7 @@ def test_batch_norm_eps_momentum_dropout_and_stochastic_depth_are_torchvisions(p
     else:
         expected = {(1e-5, 0.1)}
     assert norms(model) == norms(reference) == expected
-    assert model.head.dropout.p == reference.classifier[0].p
+    assert model.head.drop.p == reference.classifier[0].p
     # stochastic depth: 0.2 * (index of the block) / (number of blocks), on the residual blocks
     ours = [m.p for m in model.modules() if isinstance(m, DropPath)]
     blocks = [block for stage in reference.features[1:-1] for block in stage]

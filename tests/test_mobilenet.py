@@ -55,7 +55,7 @@ def test_every_layer_has_torchvisions_shape_and_batch_norm(pair):
     assert layers(model) == layers(reference)
     bn = {(m.eps, m.momentum) for m in model.modules() if isinstance(m, nn.BatchNorm2d)}
     assert bn == ({(1e-5, 0.1)} if name == "mobilenet_v2" else {(1e-3, 0.01)})  # V3: TensorFlow's defaults
-    assert model.head.dropout.p == 0.2
+    assert model.head.drop.p == 0.2
 
 
 def test_v2_follows_table_2_of_the_paper():

@@ -42,7 +42,7 @@ from dataclasses import dataclass, replace
 
 from torch import Tensor, nn
 
-from minibones.backbone import ModelConfig, classifier
+from minibones.backbone import ModelConfig, pooled_classifier
 from minibones.layers import ConvNormAct, DropPath, SqueezeExcite, he_init_, make_divisible
 from minibones.models.mobilenet import InvertedResidualNet, parts_built
 from minibones.porting import numbered_layers
@@ -207,10 +207,7 @@ class EfficientNet(InvertedResidualNet):
                               [spec.out_channels for spec in stages], head_channels)
 
         self.num_features = head_channels
-        self.head = nn.Sequential(OrderedDict(
-            pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(1), dropout=nn.Dropout(dropout),
-            fc=classifier(head_channels, num_classes),
-        ))
+        self.head = pooled_classifier(head_channels, num_classes, dropout)
         if config.reference.startswith("timm."):
             self.name_map = self.timm_name_map()
         else:

@@ -189,7 +189,7 @@ class MobileNet(InvertedResidualNet):
         if hidden_channels:  # V3 section 5.3: the last expensive layer runs after the pooling
             head.update(pre_logits=nn.Linear(head_channels, hidden_channels), act=nn.Hardswish())
         self.num_features = hidden_channels or head_channels
-        head.update(dropout=nn.Dropout(dropout), fc=classifier(self.num_features, num_classes))
+        head.update(drop=nn.Dropout(dropout), fc=classifier(self.num_features, num_classes))  # as pooled_classifier
         self.head = nn.Sequential(head)
         self.name_map = self.reference_name_map(v3=hidden_channels is not None)
         self.init_weights()
