@@ -187,6 +187,8 @@ def measure_batch_norm_(model: nn.Module, inputs: Tensor, batch_size: int = 256)
     every normalised layer back at zero mean and unit variance, without training a weight.
     """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return model  # nothing to measure (a ViT): not even a forward pass
     momenta = [norm.momentum for norm in norms]
     with mode(model, False):
         for norm in norms:

@@ -364,13 +364,11 @@ VARIANTS = {
 }
 
 
-def _vit(name: str, image_size: int = 224, **kwargs) -> VisionTransformer:
+def _vit(name: str, image_size: int = 224, data: dict | None = None, **kwargs) -> VisionTransformer:
+    """A variant of the table, built for ``image_size``; ``data``: its reference and normalisation
+    (default: torchvision's model of the same name, at the same size, with ImageNet's statistics)."""
     patch_size, depth, num_heads, dim, mlp_dim = VARIANTS[name]
-    if name == "vit_tiny_cifar":  # no reference checkpoint; normalised with CIFAR-10's statistics
-        reference = "none (Dosovitskiy et al. 2021, scaled down for 32x32 inputs)"
-        data = dict(reference=reference, mean=CIFAR_MEAN, std=CIFAR_STD)
-    else:
-        data = dict(reference=f"torchvision.models.{name}", reference_kwargs={"image_size": image_size})
+    data = data or dict(reference=f"torchvision.models.{name}", reference_kwargs={"image_size": image_size})
     config = ModelConfig(name=name, paper=PAPER, input_size=(3, image_size, image_size), **data)
     return VisionTransformer(patch_size, depth, num_heads, dim, mlp_dim, config, **kwargs)
 
@@ -408,4 +406,5 @@ def vit_tiny_cifar(num_classes: int = 10, image_size: int = 32, **kwargs) -> Vis
     """A teaching ViT for 32x32 images (CIFAR-10/100, the course data): patch 4 (8x8 = 64
     tokens + the class token), width 128, 8 blocks of 4 heads, MLP 512; 1.6M parameters.
     It follows the paper's design exactly, only smaller; there is no reference checkpoint."""
-    return _vit("vit_tiny_cifar", image_size, num_classes=num_classes, **kwargs)
+    data = dict(reference="none (Dosovitskiy et al. 2021, scaled down for 32x32 inputs)", mean=CIFAR_MEAN, std=CIFAR_STD)
+    return _vit("vit_tiny_cifar", image_size, data, num_classes=num_classes, **kwargs)
