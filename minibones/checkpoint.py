@@ -11,7 +11,8 @@ two things besides the weights:
 * the order of the interrupted epoch's batches: a loader draws it when the epoch starts, so
   the random state of that moment is saved too, and :func:`resume_batches` replays the draw.
 
-Both files are written atomically (:func:`minibones.files.atomic_path`): a crash mid-write
+Both files, the checkpoint (``last.pt``) and its readable summary (``history.json``: the
+configuration and the history so far), are written atomically (:func:`minibones.files.atomic_path`): a crash mid-write
 leaves the previous checkpoint, never a truncated one.
 """
 

@@ -136,7 +136,7 @@ def freeze_up_to(model: Backbone, stage: str | int, *, batchnorm: bool = True) -
 
 
 def trainable_summary(model: Backbone) -> str:
-    """One line per stage: trainable / total parameters, and whether its batch norms are frozen."""
+    """One line per stage: its trainable and its total parameters."""
     lines = []
     for stage, params in stage_groups(model).items():
         total = sum(p.numel() for _, p in params)
