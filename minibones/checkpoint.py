@@ -12,8 +12,8 @@ two things besides the weights:
   the random state of that moment is saved too, and :func:`resume_batches` replays the draw.
 
 Both files, the checkpoint (``last.pt``) and its readable summary (``history.json``: the
-configuration and the history so far), are written atomically (:func:`minibones.files.atomic_path`): a crash mid-write
-leaves the previous checkpoint, never a truncated one.
+configuration and the history so far), are written atomically (:func:`minibones.files.atomic_path`):
+a crash mid-write leaves the previous checkpoint, never a truncated one.
 """
 
 from __future__ import annotations
